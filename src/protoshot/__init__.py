@@ -1,0 +1,57 @@
+"""protoshot: few-shot classification with prototypes over frozen foundation-model embeddings.
+
+Embed once (cached), average each class's support embeddings into a prototype, classify by the
+nearest prototype, and evaluate over thousands of N-way K-shot episodes with confidence intervals.
+
+Heavy modules are imported on first use, so ``import protoshot`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved lazily on first attribute access
+_EXPORTS = {
+    "prototypes": "protoshot.prototypes",
+    "class_sums": "protoshot.prototypes",
+    "scores": "protoshot.distances",
+    "predict_proba": "protoshot.distances",
+    "METRICS": "protoshot.distances",
+    "normalize": "protoshot.normalize",
+    "normalize_episode": "protoshot.normalize",
+    "NORMALIZATIONS": "protoshot.normalize",
+    "EpisodeSampler": "protoshot.episodes",
+    "Episodes": "protoshot.episodes",
+    "evaluate": "protoshot.evaluation",
+    "evaluate_grid": "protoshot.evaluation",
+    "mean_ci": "protoshot.evaluation",
+    "EvalResult": "protoshot.evaluation",
+    "GridResult": "protoshot.evaluation",
+    "PrototypeClassifier": "protoshot.classifier",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from protoshot.classifier import PrototypeClassifier
+    from protoshot.distances import METRICS, predict_proba, scores
+    from protoshot.episodes import Episodes, EpisodeSampler
+    from protoshot.evaluation import EvalResult, GridResult, evaluate, evaluate_grid, mean_ci
+    from protoshot.normalize import NORMALIZATIONS, normalize, normalize_episode
+    from protoshot.prototypes import class_sums, prototypes
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'protoshot' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
