@@ -15,14 +15,14 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it; resolved lazily on first attribute access
 _EXPORTS = {
-    "prototypes": "protoshot.prototypes",
-    "class_sums": "protoshot.prototypes",
-    "scores": "protoshot.distances",
-    "predict_proba": "protoshot.distances",
-    "METRICS": "protoshot.distances",
-    "normalize": "protoshot.normalize",
-    "normalize_episode": "protoshot.normalize",
-    "NORMALIZATIONS": "protoshot.normalize",
+    "prototypes": "protoshot.maths",
+    "class_sums": "protoshot.maths",
+    "scores": "protoshot.maths",
+    "predict_proba": "protoshot.maths",
+    "METRICS": "protoshot.maths",
+    "normalize": "protoshot.maths",
+    "normalize_episode": "protoshot.maths",
+    "NORMALIZATIONS": "protoshot.maths",
     "EpisodeSampler": "protoshot.episodes",
     "Episodes": "protoshot.episodes",
     "evaluate": "protoshot.evaluation",
@@ -37,11 +37,18 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from protoshot.classifier import PrototypeClassifier
-    from protoshot.distances import METRICS, predict_proba, scores
     from protoshot.episodes import Episodes, EpisodeSampler
     from protoshot.evaluation import EvalResult, GridResult, evaluate, evaluate_grid, mean_ci
-    from protoshot.normalize import NORMALIZATIONS, normalize, normalize_episode
-    from protoshot.prototypes import class_sums, prototypes
+    from protoshot.maths import (
+        METRICS,
+        NORMALIZATIONS,
+        class_sums,
+        normalize,
+        normalize_episode,
+        predict_proba,
+        prototypes,
+        scores,
+    )
 
 
 def __getattr__(name: str) -> Any:

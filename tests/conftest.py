@@ -1,0 +1,45 @@
+"""Shared fixtures: a seeded generator, Gaussian-blob embeddings and the naive reference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("protoshot", max_examples=40, deadline=None, derandomize=True)
+settings.load_profile("protoshot")
+
+DATA_DIR = Path(
+    os.environ.get(
+        "PROTOSHOT_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
+)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def make_blobs(
+    rng: np.random.Generator,
+    n_classes: int = 12,
+    per_class: int = 20,
+    dim: int = 16,
+    spread: float = 1.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs: class means on a sphere of radius 3 plus isotropic noise; float64."""
+    means = rng.normal(size=(n_classes, dim))
+    means *= 3.0 / np.linalg.norm(means, axis=1, keepdims=True)
+    x = means[:, None] + spread * rng.normal(size=(n_classes, per_class, dim))
+    # a shared offset makes centring matter, as with real (non-centred) embeddings
+    x += rng.normal(size=dim)
+    return x.reshape(-1, dim), np.repeat(np.arange(n_classes), per_class)
+
+
+@pytest.fixture
+def blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return make_blobs(rng)

@@ -1,0 +1,167 @@
+"""Batched evaluation against the naive tutorial loop, and the result objects."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protoshot import METRICS, NORMALIZATIONS, EpisodeSampler, evaluate, evaluate_grid, mean_ci
+from protoshot.evaluation import evaluate_episodes
+from tests.conftest import make_blobs
+from tests.reference import naive_accuracies
+
+
+@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+@pytest.mark.parametrize("metric", METRICS)
+def test_batched_matches_naive_loop_exactly(metric: str, normalization: str, blobs) -> None:
+    x, y = blobs
+    episodes = EpisodeSampler(y, n_way=5, n_shot=3, n_query=4, n_episodes=60, seed=1).sample()
+    got = evaluate_episodes(
+        x, episodes, metrics=[metric], normalizations=[normalization], dtype="float64", chunk_size=7
+    ).results[0]
+    ref = naive_accuracies(
+        x, episodes.support, episodes.query, metric=metric, normalization=normalization
+    )
+    np.testing.assert_array_equal(got.per_episode, ref)
+    assert 0.2 < got.mean < 1.0  # informative data: neither chance nor trivially perfect
+
+
+def test_unbalanced_supports_match_naive_loop(blobs) -> None:
+    x, y = blobs
+    episodes = EpisodeSampler(y, n_way=4, n_shot=(1, 5), n_query=3, n_episodes=50, seed=2).sample()
+    assert episodes.n_support is not None and len(np.unique(episodes.n_support)) > 1
+    for norm in NORMALIZATIONS:
+        got = evaluate_episodes(x, episodes, normalizations=[norm], dtype="float64").results[0]
+        ref = naive_accuracies(
+            x, episodes.support, episodes.query, episodes.n_support, normalization=norm
+        )
+        np.testing.assert_array_equal(got.per_episode, ref)
+    assert got.config["n_shot"] == f"{episodes.n_support.min()}-5"
+
+
+def test_fixed_center_matches_naive_loop(blobs) -> None:
+    x, y = blobs
+    center = x[y < 4].mean(0)
+    episodes = EpisodeSampler(y, n_shot=2, n_query=3, n_episodes=40, classes=range(4, 12)).sample()
+    got = evaluate_episodes(x, episodes, normalizations=["cl2n"], center=center, dtype="float64")
+    import torch
+
+    ref = naive_accuracies(
+        x, episodes.support, episodes.query, normalization="cl2n", center=torch.as_tensor(center)
+    )
+    np.testing.assert_array_equal(got.results[0].per_episode, ref)
+
+
+def test_float32_agrees_with_float64(blobs) -> None:
+    x, y = blobs
+    kwargs = {"n_shot": 2, "n_query": 5, "n_episodes": 200, "normalization": "cl2n"}
+    a = evaluate(x.astype(np.float32), y, **kwargs)
+    b = evaluate(x, y, dtype="float64", **kwargs)
+    assert np.mean(a.per_episode != b.per_episode) < 0.02
+
+
+@given(st.integers(1, 40), st.integers(1, 30))
+def test_chunking_does_not_change_results(chunk_size: int, n_episodes: int) -> None:
+    x, y = make_blobs(np.random.default_rng(5), n_classes=6, per_class=8, dim=4)
+    episodes = EpisodeSampler(
+        y, n_way=3, n_shot=2, n_query=2, n_episodes=n_episodes, seed=9
+    ).sample()
+    kwargs = {"metrics": METRICS, "normalizations": NORMALIZATIONS, "dtype": "float64"}
+    whole = evaluate_episodes(x, episodes, chunk_size=chunk_size, **kwargs)
+    for i in range(len(episodes)):  # one episode at a time
+        single = evaluate_episodes(x, episodes[i : i + 1], **kwargs)
+        for a, b in zip(whole.results, single.results, strict=True):
+            assert a.per_episode[i] == b.per_episode[0]
+
+
+def test_grid_uses_the_same_episodes_for_every_configuration(blobs) -> None:
+    x, y = blobs
+    grid = evaluate_grid(x, y, shots=(1, 3), n_query=4, n_episodes=80, seed=4, dtype="float64")
+    assert len(grid) == 2 * 2 * 3
+    # the 1-shot cell equals evaluating the first shot of the 3-shot episodes one config at a time
+    episodes = EpisodeSampler(y, n_shot=3, n_query=4, n_episodes=80, seed=4).sample()
+    for r in grid:
+        k = r.config["n_shot"]
+        sub = type(episodes)(episodes.support[:, :, :k], episodes.query, episodes.ways)
+        ref = naive_accuracies(
+            x,
+            sub.support,
+            sub.query,
+            metric=r.config["metric"],
+            normalization=r.config["normalization"],
+        )
+        np.testing.assert_array_equal(r.per_episode, ref)
+    best = grid.best()
+    assert best.mean == max(r.mean for r in grid)
+    assert "*" in str(grid) and "accuracy" in str(grid)
+
+
+def test_result_objects_print_and_serialise(blobs) -> None:
+    x, y = blobs
+    result = evaluate(x, y, n_way=3, n_shot=1, n_query=2, n_episodes=30)
+    assert str(result).startswith(
+        "n_way=3, n_shot=1, n_query=2, normalization=none, metric=sqeuclidean: "
+    )
+    assert "(95% CI, 30 episodes)" in str(result)
+    d = json.loads(json.dumps(result.to_dict(per_episode=True)))
+    assert d["n_episodes"] == 30 and len(d["per_episode"]) == 30
+    assert set(d) == {"mean", "std", "ci95", "n_episodes", "config", "per_episode"}
+    grid = evaluate_grid(
+        x, y, shots=(1,), n_query=2, n_episodes=10, metrics=["cosine"], normalizations=["l2"]
+    )
+    assert json.loads(grid.to_json())["best"]["metric"] == "cosine"
+
+
+def test_mean_ci_normal_and_t() -> None:
+    acc = np.array([0.5, 0.7, 0.6, 0.8])
+    mean, std, half = mean_ci(acc)
+    assert mean == pytest.approx(0.65)
+    assert std == pytest.approx(np.std(acc, ddof=1))
+    assert half == pytest.approx(1.959964 * std / 2, rel=1e-5)
+    _, _, t_half = mean_ci(acc, method="t")
+    assert t_half == pytest.approx(3.182446 * std / 2, rel=1e-5)  # t(0.975, df=3)
+    assert math.isnan(mean_ci([0.5])[2])
+    with pytest.raises(ValueError, match="unknown ci method 'bootstrap'"):
+        mean_ci(acc, method="bootstrap")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no episodes"):
+        mean_ci([])
+
+
+def test_progress_bar_and_sampler_input(blobs) -> None:
+    x, y = blobs
+    sampler = EpisodeSampler(y, n_episodes=20, n_query=2)
+    result = evaluate_episodes(x, sampler, progress=True)
+    assert result.results[0].n_episodes == 20
+
+
+def test_evaluation_bad_input(blobs) -> None:
+    x, y = blobs
+    with pytest.raises(ValueError, match="unknown metric 'l1'"):
+        evaluate(x, y, metric="l1", n_query=2)
+    with pytest.raises(ValueError, match="unknown normalization 'zca'"):
+        evaluate_grid(x, y, normalizations=["zca"], n_query=2)
+    with pytest.raises(ValueError, match="embeddings have 240 rows but labels have 239"):
+        evaluate(x, y[:-1], n_query=2)
+    with pytest.raises(ValueError, match="n_way=13 but only 12 classes"):
+        evaluate(x, y, n_way=13, n_query=2)
+    with pytest.raises(ValueError, match=r"n_shot \+ n_query = 21"):
+        evaluate(x, y, n_shot=6, n_query=15)
+    with pytest.raises(ValueError, match="contains 1 NaN"):
+        bad = x.copy()
+        bad[3, 2] = np.nan
+        evaluate(bad, y, n_query=2)
+    with pytest.raises(ValueError, match="shots must be between 1 and the episodes' 2"):
+        evaluate_episodes(
+            x, EpisodeSampler(y, n_shot=2, n_query=2, n_episodes=2).sample(), shots=[3]
+        )
+    with pytest.raises(ValueError, match="out of range for 10 embeddings"):
+        evaluate_episodes(x[:10], EpisodeSampler(y, n_query=2, n_episodes=2).sample())
+    with pytest.raises(ValueError, match="shots is empty"):
+        evaluate_grid(x, y, shots=())
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        evaluate(x, y, n_query=2, dtype="float8")
