@@ -22,7 +22,12 @@ def test_batched_matches_naive_loop_exactly(metric: str, normalization: str, blo
     x, y = blobs
     episodes = EpisodeSampler(y, n_way=5, n_shot=3, n_query=4, n_episodes=60, seed=1).sample()
     got = evaluate_episodes(
-        x, episodes, metrics=[metric], normalizations=[normalization], dtype="float64", chunk_size=7
+        x,
+        episodes,
+        metrics=[metric],
+        normalizations=[normalization],
+        dtype="float64",
+        chunk_size=7,
     ).results[0]
     ref = naive_accuracies(
         x, episodes.support, episodes.query, metric=metric, normalization=normalization

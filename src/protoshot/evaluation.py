@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from protoshot._device import best_device, parse_dtype
+from protoshot._kernels import Gatherer
 from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
 from protoshot.episodes import Episodes, EpisodeSampler
 from protoshot.maths.distances import METRICS, scores_from_products
@@ -134,8 +135,7 @@ class GridResult:
 
 
 def _accuracies(
-    x: torch.Tensor,
-    sq_norms: torch.Tensor,
+    rows: Gatherer,
     episodes: Episodes,
     configs: Sequence[tuple[int, str, str]],
     center: torch.Tensor | None,
@@ -148,12 +148,12 @@ def _accuracies(
     The support side (small) is normalised explicitly with the shared maths core.
     """
     e, n, q = len(episodes), episodes.n_way, episodes.n_query
+    x = rows.x
     d, dev = x.shape[1], x.device
     qry_idx = torch.from_numpy(episodes.query).to(dev).reshape(-1)
-    query = x.index_select(0, qry_idx).view(e, n * q, d)
-    q_sq = sq_norms.index_select(0, qry_idx).view(e, n * q)
+    q_sq = rows.take("q_sq", qry_idx, rows.sq_norms).view(e, n * q)
     sup_idx = torch.from_numpy(episodes.support).to(dev).reshape(-1)
-    support = x.index_select(0, sup_idx).view(e, n, episodes.n_shot, d)
+    support = rows.take("support", sup_idx).view(e, n, episodes.n_shot, d)
     n_support = None if episodes.n_support is None else torch.from_numpy(episodes.n_support).to(dev)
 
     refs: list[torch.Tensor] = []
@@ -177,7 +177,7 @@ def _accuracies(
         refs += [protos] if c is None else [protos, c]
     # low-precision products (bf16 / fp16 on GPUs) are combined in float32
     acc = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
-    products = torch.bmm(query, torch.cat(refs, dim=1).transpose(1, 2)).to(acc)
+    products = rows.products(episodes.query, torch.cat(refs, dim=1)).to(acc)
 
     target = torch.arange(n, device=dev).repeat_interleave(q)
     out = torch.empty(len(configs), e, device=dev, dtype=torch.int64)
@@ -232,6 +232,8 @@ def evaluate_episodes(
         Where and in which precision to compute (``"bfloat16"`` / ``"float16"`` for GPUs).
     ci : {"normal", "t"}
         Confidence interval method (see :func:`mean_ci`).
+    progress : bool
+        Show a progress bar over episodes.
     """
     for m in metrics:
         check_choice("metric", m, METRICS)
@@ -242,7 +244,7 @@ def evaluate_episodes(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dev = best_device(device)
     x = as_float_tensor(embeddings, "embeddings", ndim=2).to(dev, parse_dtype(dtype)).contiguous()
-    sq_norms = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32).pow(2).sum(-1)
+    rows = Gatherer(x)
     c = None
     if center is not None:
         c = as_float_tensor(center, "center", ndim=1).to(dev, x.dtype)
@@ -259,7 +261,7 @@ def evaluate_episodes(
             _check_indices(block, x.shape[0])
             for start in range(0, len(block), chunk_size):
                 part = block[start : start + chunk_size]
-                chunks.append(_accuracies(x, sq_norms, part, configs, c).cpu())
+                chunks.append(_accuracies(rows, part, configs, c).cpu())
                 advance(len(part))
     if configs is None:
         raise ValueError("no episodes to evaluate")
