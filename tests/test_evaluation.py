@@ -103,7 +103,7 @@ def test_grid_uses_the_same_episodes_for_every_configuration(blobs) -> None:
         np.testing.assert_array_equal(r.per_episode, ref)
     best = grid.best()
     assert best.mean == max(r.mean for r in grid)
-    assert "*" in str(grid) and "accuracy" in str(grid)
+    assert "*" in str(grid) and "acc %" in str(grid)
 
 
 def test_result_objects_print_and_serialise(blobs) -> None:

@@ -74,6 +74,8 @@ class EvalResult:
     def to_dict(self, *, per_episode: bool = False) -> dict[str, Any]:
         """Plain JSON-ready dict; ``per_episode=True`` adds the list of accuracies."""
         out = {k: v for k, v in asdict(self).items() if k != "per_episode"}
+        if math.isnan(self.ci95):  # one episode: no interval (JSON has no NaN)
+            out["ci95"] = None
         if per_episode:
             out["per_episode"] = self.per_episode.tolist()
         return out
@@ -108,9 +110,9 @@ class GridResult:
         table = Table(title=title)
         keys = list(self.results[0].config)
         for key in keys:
-            table.add_column(key.replace("_", " "))
-        table.add_column("accuracy (%)", justify="right")
-        table.add_column("± 95% CI", justify="right")
+            table.add_column(_SHORT.get(key, key))
+        table.add_column("acc %", justify="right")
+        table.add_column("± CI", justify="right")
         table.add_column("episodes", justify="right")
         best = self.best()
         for r in self.results:
@@ -300,6 +302,9 @@ def _check_indices(block: Episodes, n_samples: int) -> None:
     high = max(int(block.support.max()), int(block.query.max()))
     if high >= n_samples or min(int(block.support.min()), int(block.query.min())) < 0:
         raise ValueError(f"episode index {high} is out of range for {n_samples} embeddings")
+
+
+_SHORT = {"n_way": "ways", "n_shot": "shots", "n_query": "queries", "normalization": "norm"}
 
 
 class _progress:

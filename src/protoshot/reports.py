@@ -1,0 +1,63 @@
+"""Reports of evaluation results: a JSON document with a published schema, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from protoshot.evaluation import GridResult
+
+SCHEMA_ID = "protoshot.evaluate/1"
+
+
+def report_dict(grid: GridResult, **context: Any) -> dict[str, Any]:
+    """The ``--json`` document of ``protoshot evaluate`` (see :func:`json_schema`)."""
+    return {"schema": SCHEMA_ID, **context, **grid.to_dict()}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema that :func:`report_dict` documents follow."""
+    text = resources.files("protoshot").joinpath("schemas/evaluate.schema.json").read_text()
+    return dict(json.loads(text))
+
+
+def plot_grid(grid: GridResult, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Accuracy vs shots, one line per (normalisation, metric), 95% CI bands; written as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("plots need matplotlib: pip install 'protoshot[plot]'") from err
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write the plot: folder {out.parent} does not exist")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"the plot is written as PNG; give a .png path, got {out.name}")
+    lines: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for r in grid:
+        key = (str(r.config["normalization"]), str(r.config["metric"]))
+        lines.setdefault(key, []).append((float(r.config["n_shot"]), 100 * r.mean, 100 * r.ci95))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for (norm, metric), points in sorted(lines.items()):
+        points.sort()
+        shots, mean, half = (list(v) for v in zip(*points, strict=True))
+        ax.plot(shots, mean, marker="o", label=f"{metric} / {norm}")
+        lo = [m - h for m, h in zip(mean, half, strict=True)]
+        hi = [m + h for m, h in zip(mean, half, strict=True)]
+        ax.fill_between(shots, lo, hi, alpha=0.2)
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(sorted({s for pts in lines.values() for s, _, _ in pts}))
+    ax.grid(alpha=0.3)
+    ax.legend(title="metric / normalisation", fontsize="small")
+    first = grid.results[0].config
+    ax.set_title(title or f"{first['n_way']}-way, {grid.results[0].n_episodes} episodes, 95% CI")
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
