@@ -208,7 +208,7 @@ def evaluate_episodes(
     metrics: Sequence[str] = ("sqeuclidean",),
     normalizations: Sequence[str] = ("none",),
     center: ArrayLike | None = None,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = "float32",
     ci: Literal["normal", "t"] = "normal",
@@ -228,8 +228,9 @@ def evaluate_episodes(
         See :data:`protoshot.METRICS` and :data:`protoshot.NORMALIZATIONS`.
     center : float [D], optional
         Fixed centre for ``"cl2n"`` (e.g. the base classes' mean); default each episode's support mean.
-    chunk_size : int
-        Episodes computed at once; peak memory grows linearly with it, not with the episode count.
+    chunk_size : int, optional
+        Episodes computed at once; peak memory grows linearly with it, not with the episode
+        count. By default as many as keep the gathered embeddings of a chunk near 16 MiB.
     device, dtype
         Where and in which precision to compute (``"bfloat16"`` / ``"float16"`` for GPUs).
     ci : {"normal", "t"}
@@ -242,7 +243,7 @@ def evaluate_episodes(
     for nm in normalizations:
         check_choice("normalization", nm, NORMALIZATIONS)
     check_choice("ci method", ci, CI_METHODS)
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dev = best_device(device)
     x = as_float_tensor(embeddings, "embeddings", ndim=2).to(dev, parse_dtype(dtype)).contiguous()
@@ -261,8 +262,9 @@ def evaluate_episodes(
             if configs is None:
                 configs = _configs(block, shots, normalizations, metrics)
             _check_indices(block, x.shape[0])
-            for start in range(0, len(block), chunk_size):
-                part = block[start : start + chunk_size]
+            step = chunk_size or _auto_chunk(block, x)
+            for start in range(0, len(block), step):
+                part = block[start : start + step]
                 chunks.append(_accuracies(rows, part, configs, c).cpu())
                 advance(len(part))
     if configs is None:
@@ -296,6 +298,17 @@ def _configs(
         if not 1 <= k <= block.n_shot:
             raise ValueError(f"shots must be between 1 and the episodes' {block.n_shot}, got {k}")
     return list(itertools.product(sorted(set(shots)), dict.fromkeys(norms), dict.fromkeys(metrics)))
+
+
+_CHUNK_BYTES = 16 * 2**20
+
+
+def _auto_chunk(block: Episodes, x: torch.Tensor) -> int:
+    """Episodes whose gathered rows take about 16 MiB: large enough to amortise the per-chunk
+    overhead, small enough to stay near the caches (and, measured, to keep the CPU allocator
+    from holding on to freed memory)."""
+    rows = block.n_way * (block.n_shot + block.n_query)
+    return max(8, _CHUNK_BYTES // (rows * x.shape[1] * x.element_size()))
 
 
 def _check_indices(block: Episodes, n_samples: int) -> None:
