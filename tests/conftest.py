@@ -43,3 +43,27 @@ def make_blobs(
 @pytest.fixture
 def blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return make_blobs(rng)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the session: the real models embed each test text once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def banking_table(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """BANKING77's test split, 12 intents x 40 texts, embedded by the bundled MiniLM (Parquet)."""
+    from protoshot.data import Samples, load_source
+    from protoshot.pipeline import embed_samples, embedder_for
+
+    samples = load_source("banking77:test", root=DATA_DIR)
+    keep = np.isin(samples.labels, np.unique(samples.labels)[:12])
+    subset = Samples(
+        [item for item, k in zip(samples.items, keep, strict=True) if k],
+        samples.labels[keep],
+        samples.ids[keep],
+        samples.modality,
+    )
+    table, _ = embed_samples(subset, embedder_for("minilm"), cache=cache_dir)
+    return table.save(tmp_path_factory.mktemp("tables") / "banking12.parquet")

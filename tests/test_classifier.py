@@ -66,6 +66,9 @@ def test_probabilities_and_temperature(blobs) -> None:
     assert sharp.max(1).mean() > p.max(1).mean()  # a lower temperature is more confident
     s = model.decision_function(x)
     np.testing.assert_allclose(p, torch.softmax(torch.as_tensor(s) / 0.1, -1).numpy())
+    unit = PrototypeClassifier(normalization="l2").fit(x, y)  # bounded scores: a sharper default
+    s = torch.as_tensor(unit.decision_function(x))
+    np.testing.assert_allclose(unit.predict_proba(x), torch.softmax(s / 0.2, -1).numpy())
 
 
 def test_translation_invariance_of_euclidean(blobs) -> None:

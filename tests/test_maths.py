@@ -19,7 +19,7 @@ from protoshot import (
     prototypes,
     scores,
 )
-from protoshot.maths.distances import DEFAULT_TEMPERATURE
+from protoshot.maths.distances import DEFAULT_TEMPERATURE, UNIT_SPHERE_TEMPERATURE
 
 finite = st.floats(-10, 10, allow_nan=False, width=64)
 
@@ -156,7 +156,7 @@ def test_normalize_episode_gives_unit_vectors(support: np.ndarray, method: str) 
 
 
 def test_default_temperature_covers_every_metric() -> None:
-    assert set(DEFAULT_TEMPERATURE) == set(METRICS)
+    assert set(DEFAULT_TEMPERATURE) == set(METRICS) == set(UNIT_SPHERE_TEMPERATURE)
 
 
 # ------------------------------------------------------------------ bad input

@@ -24,7 +24,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from protoshot._device import best_device
 from protoshot._validation import check_choice
 from protoshot.labels import check_label_kinds, encode_labels
-from protoshot.maths.distances import DEFAULT_TEMPERATURE, METRICS, episode_scores
+from protoshot.maths.distances import (
+    DEFAULT_TEMPERATURE,
+    METRICS,
+    UNIT_SPHERE_TEMPERATURE,
+    episode_scores,
+)
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 
 FORMAT_VERSION = 1
@@ -45,7 +50,8 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         subtracts ``center`` (by default the mean of the first fitted support, then kept fixed so
         that later updates stay exact) and L2-normalises.
     temperature : float, optional
-        ``predict_proba`` is ``softmax(scores / temperature)``; by default 1, or 0.1 for cosine.
+        ``predict_proba`` is ``softmax(scores / temperature)``; by default 1 (0.1 for cosine) on
+        raw embeddings, and 0.2 for squared Euclidean (0.1 otherwise) on normalised ones.
     center : array [n_features], optional
         Fixed centre for ``"cl2n"``, e.g. the mean embedding of a large base set.
     device : str, optional
@@ -252,7 +258,10 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     def _temperature(self) -> float:
-        return float(self.temperature or DEFAULT_TEMPERATURE[self.metric])
+        if self.temperature is not None:
+            return float(self.temperature)
+        table = DEFAULT_TEMPERATURE if self.normalization == "none" else UNIT_SPHERE_TEMPERATURE
+        return table[self.metric]
 
     def _initial_center(self, X: np.ndarray) -> np.ndarray | None:
         if self.normalization != "cl2n":

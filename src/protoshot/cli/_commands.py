@@ -1,3 +1,8 @@
 """Registers every command module on the Typer app (import order = order in ``--help``)."""
 
 from __future__ import annotations
+
+from protoshot.cli import app, demo, embed, evaluate, model
+
+for module in (demo, embed, evaluate, model):
+    module.register(app)

@@ -18,6 +18,9 @@ METRICS = ("sqeuclidean", "euclidean", "cosine", "dot")
 
 #: Softmax temperature used when none is given: cosine lives in [-1, 1] and needs sharpening.
 DEFAULT_TEMPERATURE = {"sqeuclidean": 1.0, "euclidean": 1.0, "cosine": 0.1, "dot": 1.0}
+#: ... and for unit-length (L2 / CL2N-normalised) embeddings, where every score is bounded:
+#: squared distance is ``2 - 2 cos``, so 0.2 matches cosine's 0.1.
+UNIT_SPHERE_TEMPERATURE = {"sqeuclidean": 0.2, "euclidean": 0.1, "cosine": 0.1, "dot": 0.1}
 
 
 def scores_from_products(

@@ -1,0 +1,326 @@
+"""``protoshot fit / predict / add / remove / calibrate``: a few-shot model people deploy."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from protoshot.cli._common import (
+    CacheDirOption,
+    DeviceOption,
+    NoCacheOption,
+    cache_arg,
+    stderr,
+    user_errors,
+)
+
+FORMATS = ("table", "jsonl", "csv")
+ModelDir = Annotated[Path, typer.Argument(help="Model folder written by `protoshot fit`.")]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Image files or folders (image models); text files with one text per line, or - "
+        "for stdin (text models)."
+    ),
+]
+TextOption = Annotated[
+    list[str] | None, typer.Option("--text", "-t", help="A text to use as is (repeatable).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to ``app``."""
+    app.command("fit")(fit_command)
+    app.command("predict")(predict_command)
+    app.command("add")(add_command)
+    app.command("remove")(remove_command)
+    app.command("calibrate")(calibrate_command)
+
+
+def fit_command(
+    support: Annotated[
+        str,
+        typer.Argument(
+            help="Labelled support: image folder, CSV/JSONL/Parquet, saved HF dataset, banking77:train, ..."
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Embedder spec (minilm, efficientnet-lite0, st:..., hf:...)."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    metric: Annotated[
+        str, typer.Option(help="sqeuclidean, euclidean, cosine or dot.")
+    ] = "sqeuclidean",
+    normalization: Annotated[str, typer.Option(help="none, l2 or cl2n.")] = "none",
+    temperature: Annotated[
+        float | None, typer.Option(help="Softmax temperature (default 1, cosine 0.1).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Answer 'unknown' below this top probability (see `calibrate`)."),
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column (default: detected).")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column (default: detected).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model already in OUTPUT.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Build one prototype per class from SUPPORT and save the model to OUTPUT."""
+    start = time.perf_counter()
+    with user_errors():
+        from protoshot import PrototypeClassifier
+        from protoshot.data import load_source
+        from protoshot.model import FewShotModel
+        from protoshot.pipeline import embedder_for
+
+        if (output / "config.json").exists() and not force:
+            raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
+        samples = load_source(support, text_column=text_column, label_column=label_column)
+        cache = cache_arg(no_cache, cache_dir)
+        embedder = embedder_for(model, device=device, cache=cache)
+        if embedder.modality not in ("any", samples.modality):
+            raise ValueError(
+                f"{model} embeds {embedder.modality}, but {support} holds {samples.modality} samples"
+            )
+        classifier = PrototypeClassifier(
+            metric, normalization=normalization, temperature=temperature, device=device
+        )
+        few = FewShotModel(
+            embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
+        )
+        few.fit(samples.items, samples.labels).save(output, overwrite=force)
+    counts = few.class_counts().values()
+    stderr().print(
+        f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
+        f"{time.perf_counter() - start:.1f} s -> {output}",
+        highlight=False,
+    )
+
+
+def predict_command(
+    model_dir: ModelDir,
+    inputs: Inputs = None,
+    text: TextOption = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 1,
+    output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Classify inputs: label, probability and the top classes, as a table, JSON lines or CSV."""
+    with user_errors():
+        if output_format not in FORMATS:
+            raise ValueError(
+                f"unknown format {output_format!r}; expected one of: {', '.join(FORMATS)}"
+            )
+        few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        items, names = read_inputs(inputs or [], text or [], few.embedder.modality)
+        predictions = few.predict(items, top_k=top_k)
+    rows = [{"input": name, **p.to_dict()} for name, p in zip(names, predictions, strict=True)]
+    if output_format == "jsonl":
+        typer.echo("\n".join(json.dumps(row, ensure_ascii=False) for row in rows))
+    elif output_format == "csv":
+        typer.echo(_csv(rows, top_k), nl=False)
+    else:
+        _print_table(rows, top_k)
+
+
+def add_command(
+    model_dir: ModelDir,
+    label: Annotated[str, typer.Argument(help="The class to add shots to (created if new).")],
+    inputs: Inputs = None,
+    text: TextOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Add examples of LABEL to a model without refitting (an exact update); saved atomically."""
+    with user_errors():
+        few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        items, _ = read_inputs(inputs or [], text or [], few.embedder.modality)
+        new = label not in {str(c) for c in few.classes}
+        few.add_examples(items, [label] * len(items)).save(model_dir, overwrite=True)
+    counts = {str(k): v for k, v in few.class_counts().items()}
+    stderr().print(
+        f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots ({len(items)} added)",
+        highlight=False,
+    )
+
+
+def remove_command(
+    model_dir: ModelDir,
+    labels: Annotated[list[str], typer.Argument(help="Classes to remove.")],
+) -> None:
+    """Remove classes from a model (an exact update); saved atomically."""
+    with user_errors():
+        from protoshot import PrototypeClassifier
+
+        classifier = PrototypeClassifier.load(model_dir)
+        kind = classifier.classes_.dtype.kind
+        classifier.remove_classes([int(v) for v in labels] if kind in "iu" else labels)
+        classifier.save(model_dir, overwrite=True)
+    stderr().print(
+        f"removed {', '.join(labels)}; {len(classifier.classes_)} classes remain", highlight=False
+    )
+
+
+def calibrate_command(
+    model_dir: ModelDir,
+    heldout: Annotated[
+        str,
+        typer.Argument(
+            help="Held-out labelled data with classes the model knows AND classes it does not."
+        ),
+    ],
+    far: Annotated[
+        float,
+        typer.Option(
+            help="Target false-accept rate: the share of unknown-class inputs still accepted."
+        ),
+    ] = 0.05,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column (default: detected).")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column (default: detected).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the calibration as JSON.")] = False,
+) -> None:
+    """Choose the 'unknown' threshold for a target false-accept rate, and save it in the model."""
+    with user_errors():
+        from dataclasses import asdict
+
+        from protoshot.data import load_source
+
+        few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        samples = load_source(heldout, text_column=text_column, label_column=label_column)
+        labels = few._as_class_values(list(samples.labels))
+        calibration = few.calibrate(samples.items, labels, false_accept_rate=far)
+        few.save(model_dir, overwrite=True)
+    if as_json:
+        typer.echo(json.dumps(asdict(calibration)))
+        return
+    c = calibration
+    stderr().print(
+        f"threshold {c.threshold:.4f}: accepts {100 * c.false_accept_rate:.1f}% of {c.n_unknown} unknown-class "
+        f"inputs and {100 * c.known_accept_rate:.1f}% of {c.n_known} known ones "
+        f"({100 * c.known_accuracy:.1f}% accepted and right); saved in {model_dir}",
+        highlight=False,
+    )
+
+
+def _load(
+    model_dir: Path, device: str | None, cache_dir: Path | None, no_cache: bool, batch_size: int
+) -> Any:
+    from protoshot.model import FewShotModel
+
+    return FewShotModel.load(
+        model_dir, device=device, cache=cache_arg(no_cache, cache_dir), batch_size=batch_size
+    )
+
+
+def read_inputs(inputs: list[str], texts: list[str], modality: str) -> tuple[list[Any], list[str]]:
+    """Items and display names from the INPUTS arguments and --text options."""
+    from protoshot.data import IMAGE_SUFFIXES
+
+    items: list[Any] = []
+    names: list[str] = []
+    if texts and modality == "image":
+        raise ValueError("--text given, but this model embeds images: pass image files or folders")
+    for text in texts:
+        items.append(text)
+        names.append(text)
+    for source in inputs:
+        if modality == "image":
+            path = Path(source)
+            if path.is_dir():
+                files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise ValueError(f"{path} holds no image files")
+            elif path.is_file():
+                files = [path]
+            else:
+                raise FileNotFoundError(f"no such image file or folder: {path}")
+            items += files
+            names += [str(p) for p in files]
+        else:
+            lines = _text_lines(source)
+            items += lines
+            names += lines
+    if not items:
+        raise ValueError("no inputs: give files, folders, - for stdin, or --text")
+    return items, names
+
+
+def _text_lines(source: str) -> list[str]:
+    if source == "-":
+        content = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such text file: {path} (use --text for a literal text)")
+        raw = path.read_bytes()
+        try:
+            content = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text (byte {err.start}): re-encode it") from err
+    return [line.strip() for line in content.splitlines() if line.strip()]
+
+
+def _csv(rows: list[dict[str, Any]], top_k: int) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    header = ["input", "label", "probability", "rejected"]
+    for i in range(2, top_k + 1):
+        header += [f"label_{i}", f"probability_{i}"]
+    writer.writerow(header)
+    for row in rows:
+        extra = [v for t in row["top_k"][1:] for v in (t["label"], f"{t['probability']:.6f}")]
+        label = "" if row["label"] is None else row["label"]
+        writer.writerow([row["input"], label, f"{row['probability']:.6f}", row["rejected"], *extra])
+    return buf.getvalue()
+
+
+def _print_table(rows: list[dict[str, Any]], top_k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("input", overflow="fold", max_width=50)
+    table.add_column("label")
+    table.add_column("p", justify="right")
+    if top_k > 1:
+        table.add_column("next")
+    for row in rows:
+        label = "[yellow]unknown[/]" if row["rejected"] else str(row["label"])
+        cells = [row["input"], label, f"{row['probability']:.3f}"]
+        if top_k > 1:
+            cells.append(
+                ", ".join(f"{t['label']} ({t['probability']:.2f})" for t in row["top_k"][1:])
+            )
+        table.add_row(*cells)
+    Console().print(table)

@@ -1,0 +1,95 @@
+"""The batching loop every backend shares: sort texts by length, run batches, keep order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from protoshot.embedders._registry import Modality
+from protoshot.embedders._runtime import (
+    Precision,
+    as_positive_int,
+    batches,
+    check_texts,
+    inference,
+    resolve_device,
+    resolve_precision,
+    to_numpy,
+)
+
+
+class BatchedEmbedder:
+    """Base of the torch backends: subclasses set the attributes and define ``_forward``.
+
+    ``embed`` runs ``_forward`` on batches of ``batch_size`` items under
+    ``torch.inference_mode()`` (and autocast on a GPU when ``precision`` asks for it), moves
+    each batch to the CPU as float32 and returns the rows in input order. Texts are sorted by
+    length first, as sentence-transformers does, so each batch pads little.
+    """
+
+    spec: str
+    fingerprint: str
+    modality: Modality
+
+    def __init__(
+        self,
+        *,
+        device: str | torch.device | None,
+        precision: str | None,
+        batch_size: int | str,
+    ):
+        self.device = resolve_device(device)
+        self.precision: Precision = resolve_precision(precision, self.device)
+        self.batch_size = as_positive_int(batch_size, "batch_size")
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector (0 while unknown: a callable before its first batch)."""
+        return self._dim or 0
+
+    def embed(self, items: Sequence[Any]) -> np.ndarray:
+        """Embed ``items`` in order.
+
+        Parameters
+        ----------
+        items : sequence
+            Texts for a text model; paths, PIL images or arrays for an image model.
+
+        Returns
+        -------
+        float32 [n_items, dim]
+        """
+        items = list(items)
+        if self.modality == "text":
+            texts = check_texts(items, self.spec)
+            order = np.argsort([-len(t) for t in texts], kind="stable")
+            items = [texts[i] for i in order]
+        parts = []
+        for chunk in batches(len(items), self.batch_size):
+            with inference(self.device, self.precision):
+                output = self._forward(items[chunk])
+            parts.append(to_numpy(output, chunk.stop - chunk.start))
+            if self._dim is None:
+                self._dim = parts[-1].shape[1]
+            elif parts[-1].shape[1] != self._dim:
+                raise ValueError(
+                    f"{self.spec} returned vectors of dim {parts[-1].shape[1]}, "
+                    f"expected {self._dim} as before"
+                )
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.concatenate(parts)
+        if self.modality == "text":
+            vectors[order] = vectors.copy()
+        return vectors
+
+    def _forward(self, items: list[Any]) -> torch.Tensor | np.ndarray:
+        """Preprocess one batch and run the model: [len(items), dim]."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r} on {self.device}>"

@@ -1,0 +1,160 @@
+"""The ``Embedder`` protocol and the registry that turns spec strings into embedders."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from urllib.parse import parse_qsl, urlencode
+
+import numpy as np
+
+Modality = Literal["text", "image", "any"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A frozen model that maps items to vectors.
+
+    Attributes
+    ----------
+    spec : str
+        The string that re-creates this embedder through :func:`create_embedder`.
+    fingerprint : str
+        Stable hex digest of everything that decides the vectors: backend, model id and
+        revision or a hash of the weights, preprocessing, pooling and normalisation. The
+        cache and saved classifiers key on it.
+    dim : int
+        Length of each vector.
+    modality : {"text", "image", "any"}
+        What the items are: strings, images (paths, PIL images, arrays) or anything the
+        model takes.
+    """
+
+    @property
+    def spec(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def modality(self) -> Modality: ...
+
+    def embed(self, items: Sequence[Any]) -> np.ndarray:
+        """Embed ``items`` in order: float32 [n_items, dim]."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    pattern: str  # "minilm" or "st:<name-or-path>"
+    factory: Callable[..., Embedder]
+    prefix: bool
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet")
+
+
+def register_embedder(key: str, *, usage: str | None = None) -> Callable[[F], F]:
+    """Register a factory under a name (``"minilm"``) or a prefix (``"st"``).
+
+    Parameters
+    ----------
+    key : str
+        A bare name, or a prefix written ``"st:"``; a prefix factory receives the rest of the
+        spec as its first argument.
+    usage : str, optional
+        How the spec is written, for :func:`list_embedders` (default: ``key``).
+
+    Returns
+    -------
+    callable
+        A decorator that records the factory and returns it unchanged.
+    """
+    prefix = key.endswith(":")
+    name = key.rstrip(":")
+
+    def decorator(factory: F) -> F:
+        _REGISTRY[name] = _Entry(usage or key, factory, prefix)
+        return factory
+
+    return decorator
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """Split ``"prefix:name?key=value&..."`` into (prefix or name, rest, options)."""
+    base, _, query = spec.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    head, sep, rest = base.partition(":")
+    if sep and head in _REGISTRY and _REGISTRY[head].prefix:
+        return head, rest, options
+    return base, "", options
+
+
+def format_spec(base: str, **options: Any) -> str:
+    """Inverse of :func:`parse_spec`: options set to ``None`` are left out."""
+    given = {key: _option_text(value) for key, value in options.items() if value is not None}
+    return f"{base}?{urlencode(given)}" if given else base
+
+
+def _option_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def create_embedder(spec: str, **kwargs: Any) -> Embedder:
+    """Build an embedder from its spec.
+
+    Parameters
+    ----------
+    spec : str
+        A bundled name (``"minilm"``, ``"efficientnet-lite0"``) or a prefixed model
+        (``"st:<name-or-path>"``, ``"hf:<id-or-path>"``, ``"timm:<name>"``,
+        ``"open_clip:<arch>/<pretrained>"``), optionally followed by ``?option=value&...``.
+    **kwargs
+        Backend options (``device``, ``precision``, ...); they override options in the spec.
+
+    Returns
+    -------
+    Embedder
+
+    Raises
+    ------
+    ValueError
+        If the spec names no registered embedder.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str such as 'minilm', got {type(spec).__name__}")
+    _load_backends()
+    key, rest, options = parse_spec(spec)
+    entry = _REGISTRY.get(key)
+    if entry is None or (entry.prefix and not rest):
+        raise ValueError(f"unknown embedder spec {spec!r}: expected one of {list_embedders()}")
+    options.update(kwargs)
+    return entry.factory(rest, **options) if entry.prefix else entry.factory(**options)
+
+
+def list_embedders(pattern: str | None = None) -> list[str]:
+    """Registered names and prefixed spec forms, sorted, optionally filtered by a glob.
+
+    Examples
+    --------
+    >>> list_embedders("*clip*")  # doctest: +SKIP
+    ['open_clip:<arch>/<pretrained>']
+    """
+    _load_backends()
+    usages = sorted(entry.pattern for entry in _REGISTRY.values())
+    return [u for u in usages if pattern is None or fnmatch.fnmatch(u, pattern)]
+
+
+def _load_backends() -> None:
+    # importing a backend module runs its @register_embedder decorators; none of them imports
+    # its heavy library at module level
+    for module in _BACKENDS:
+        importlib.import_module(f"protoshot.embedders.{module}")

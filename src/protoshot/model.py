@@ -1,0 +1,258 @@
+"""``FewShotModel``: a frozen embedder and a :class:`PrototypeClassifier`, saved and served together.
+
+A model directory holds the classifier (safetensors + ``config.json``) with the embedder's spec
+and fingerprint in its metadata, so loading re-creates the embedder and refuses one whose
+fingerprint differs (other weights would give vectors the prototypes do not match). An optional
+rejection rule answers ``None`` ("unknown") when the best class is not probable enough.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protoshot.classifier import PrototypeClassifier
+from protoshot.embedders import Embedder
+from protoshot.pipeline import embedder_for
+
+UNKNOWN = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's answer: its label (``None`` if rejected as unknown) and the top classes."""
+
+    label: Any
+    probability: float
+    top_k: list[tuple[Any, float]]
+    rejected: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["top_k"] = [{"label": label, "probability": p} for label, p in self.top_k]
+        return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A rejection threshold chosen on held-out data, with the rates it gives there."""
+
+    threshold: float
+    false_accept_rate: float
+    known_accept_rate: float
+    known_accuracy: float
+    n_known: int
+    n_unknown: int
+
+
+class FewShotModel:
+    """Classify raw items (texts, images) by the nearest prototype of their frozen embeddings.
+
+    Parameters
+    ----------
+    embedder : Embedder
+        The frozen model; its fingerprint is saved with the prototypes.
+    classifier : PrototypeClassifier
+        Fitted or not; ``fit`` and ``add_examples`` fill it.
+    threshold : float, optional
+        Reject (label ``None``) when the highest class probability is below it.
+    cache : cache argument of :func:`protoshot.embedders.embed`
+        Where embeddings are cached (default: the user's cache).
+    batch_size : int
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        classifier: PrototypeClassifier | None = None,
+        *,
+        threshold: float | None = None,
+        cache: Any = True,
+        batch_size: int = 32,
+    ) -> None:
+        self.embedder = embedder
+        self.classifier = classifier if classifier is not None else PrototypeClassifier()
+        self.threshold = _check_threshold(threshold)
+        self.cache = cache
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ embeddings
+    def embed(self, items: Sequence[Any]) -> np.ndarray:
+        """Embed items through the cache: float32 [n, dim]."""
+        from protoshot.embedders import embed
+
+        if len(items) == 0:
+            raise ValueError("no items given: at least one is needed")
+        return embed(
+            list(items), self.embedder, cache=self.cache, batch_size=self.batch_size, progress=False
+        )
+
+    # ------------------------------------------------------------------ growing
+    def fit(self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray) -> FewShotModel:
+        """Build the prototypes from labelled support items (replacing any there were)."""
+        self.classifier.fit(self.embed(items), _labels(labels, len(items)))
+        return self
+
+    def add_examples(
+        self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray
+    ) -> FewShotModel:
+        """Add shots to existing classes or create new classes: an exact update."""
+        values = self._as_class_values(labels) if self.classes else labels
+        self.classifier.partial_fit(self.embed(items), _labels(values, len(items)))
+        return self
+
+    def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
+        """Forget classes; raises ValueError for an unknown class or when none would remain."""
+        self.classifier.remove_classes(self._as_class_values(labels))
+        return self
+
+    @property
+    def classes(self) -> list[Any]:
+        """The class labels (sorted); shot counts are in :meth:`class_counts`."""
+        return self.classifier.classes_.tolist() if hasattr(self.classifier, "classes_") else []
+
+    def class_counts(self) -> dict[Any, int]:
+        """Shots per class."""
+        if not hasattr(self.classifier, "classes_"):
+            return {}
+        return dict(
+            zip(self.classifier.classes_.tolist(), self.classifier.counts_.tolist(), strict=True)
+        )
+
+    # ------------------------------------------------------------------ inference
+    def predict_embeddings(self, vectors: np.ndarray, *, top_k: int = 1) -> list[Prediction]:
+        """Predictions for already embedded items (the rejection rule applied)."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        proba = self.classifier.predict_proba(vectors)
+        k = min(top_k, proba.shape[1])
+        order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        classes = self.classifier.classes_
+        best = proba[np.arange(len(proba)), order[:, 0]]
+        rejected = np.zeros(len(proba), bool) if self.threshold is None else best < self.threshold
+        return [
+            Prediction(
+                UNKNOWN if rej else classes[idx[0]].item(),
+                float(p),
+                [(classes[i].item(), float(proba[row, i])) for i in idx],
+                bool(rej),
+            )
+            for row, (idx, p, rej) in enumerate(zip(order, best, rejected, strict=True))
+        ]
+
+    def predict(self, items: Sequence[Any], *, top_k: int = 1) -> list[Prediction]:
+        """Embed (cached) and classify items."""
+        return self.predict_embeddings(self.embed(items), top_k=top_k)
+
+    # ------------------------------------------------------------------ open set
+    def calibrate(
+        self, items: Sequence[Any], labels: Sequence[Any], *, false_accept_rate: float = 0.05
+    ) -> Calibration:
+        """Choose the rejection threshold on held-out labelled items and set it.
+
+        Items whose label is not one of the model's classes are the "unknowns": the threshold
+        is the lowest one that accepts at most ``false_accept_rate`` of them. The known items
+        tell how many genuine inputs are then still accepted, and how accurately.
+        """
+        return self.calibrate_embeddings(
+            self.embed(items), labels, false_accept_rate=false_accept_rate
+        )
+
+    def calibrate_embeddings(
+        self, vectors: np.ndarray, labels: Sequence[Any], *, false_accept_rate: float = 0.05
+    ) -> Calibration:
+        """:meth:`calibrate` on already embedded items."""
+        if not 0 <= false_accept_rate < 1:
+            raise ValueError(f"false_accept_rate must be in [0, 1), got {false_accept_rate}")
+        y = _labels(labels, len(vectors))
+        known = np.isin(y, self.classifier.classes_)
+        if known.all() or not known.any():
+            raise ValueError(
+                "calibration needs held-out items of both known classes and unknown classes "
+                f"(got {int(known.sum())} known, {int((~known).sum())} unknown)"
+            )
+        proba = self.classifier.predict_proba(vectors)
+        best = proba.max(1)
+        unknown_best = np.sort(best[~known])
+        # accept p >= t: the smallest t with at most far * n_unknown unknowns at or above it
+        allowed = int(np.floor(false_accept_rate * len(unknown_best)))
+        threshold = float(np.nextafter(unknown_best[len(unknown_best) - allowed - 1], np.inf))
+        self.threshold = threshold
+        accepted = best >= threshold
+        pred = self.classifier.classes_[proba.argmax(1)]
+        return Calibration(
+            threshold=threshold,
+            false_accept_rate=float(accepted[~known].mean()),
+            known_accept_rate=float(accepted[known].mean()),
+            known_accuracy=float(np.mean(accepted[known] & (pred[known] == y[known]))),
+            n_known=int(known.sum()),
+            n_unknown=int((~known).sum()),
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the model directory atomically (see :meth:`PrototypeClassifier.save`)."""
+        self.classifier.metadata_ = {
+            **getattr(self.classifier, "metadata_", {}),
+            "embedder": {
+                "spec": self.embedder.spec,
+                "fingerprint": self.embedder.fingerprint,
+                "modality": self.embedder.modality,
+                "dim": self.embedder.dim,
+            },
+            "rejection": {"threshold": self.threshold},
+        }
+        return self.classifier.save(directory, overwrite=overwrite)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        cache: Any = True,
+        batch_size: int = 32,
+        embedder: Embedder | None = None,
+    ) -> FewShotModel:
+        """Load a model directory and re-create its embedder (or check the one given)."""
+        classifier = PrototypeClassifier.load(directory, device=device)
+        info = classifier.metadata_.get("embedder")
+        if not isinstance(info, dict) or "spec" not in info:
+            raise ValueError(
+                f"{directory} holds prototypes but no embedder: it was not saved by FewShotModel"
+            )
+        if embedder is None:
+            embedder = embedder_for(str(info["spec"]), device=device, cache=cache)
+        if embedder.fingerprint != info.get("fingerprint"):
+            raise ValueError(
+                f"the embedder {embedder.spec!r} has fingerprint {embedder.fingerprint[:12]}..., but "
+                f"{directory} was fitted with {str(info.get('fingerprint'))[:12]}...: its prototypes "
+                "would not match these vectors (other weights, preprocessing or version)"
+            )
+        threshold = (classifier.metadata_.get("rejection") or {}).get("threshold")
+        return cls(embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size)
+
+    def _as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
+        """Labels from text (CLI, HTTP) converted to the classes' own type (``"3"`` -> ``3``)."""
+        kind = self.classifier.classes_.dtype.kind
+        return [int(v) if kind in "iu" and isinstance(v, str) else v for v in labels]
+
+
+def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:
+    from protoshot.labels import as_label_array
+
+    y = as_label_array(labels)
+    if len(y) != n:
+        raise ValueError(f"got {n} items but {len(y)} labels")
+    return y
+
+
+def _check_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
+    return threshold

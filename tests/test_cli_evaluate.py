@@ -1,0 +1,128 @@
+"""``protoshot evaluate`` end to end: real MiniLM embeddings of BANKING77, JSON schema, PNG plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import protoshot.cli._commands  # noqa: F401  (registers the commands)
+from protoshot.cli import app
+from protoshot.data import EmbeddingTable
+from protoshot.reports import json_schema
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_json_output_follows_the_schema(banking_table: Path) -> None:
+    code, out, _ = run("evaluate", str(banking_table), "--episodes", "300", "--json")
+    assert code == 0
+    report = json.loads(out)
+    jsonschema.validate(report, json_schema())
+    assert len(report["results"]) == 2 * 2 * 3  # shots x metrics x normalisations
+    assert report["model"] == "minilm" and report["fingerprint"]
+    five_shot = [r["mean"] for r in report["results"] if r["config"]["n_shot"] == 5]
+    one_shot = [r["mean"] for r in report["results"] if r["config"]["n_shot"] == 1]
+    assert min(five_shot) > max(one_shot) > 0.6  # real embeddings: more shots help
+
+
+def test_table_output_and_plot(banking_table: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    plot = tmp_path / "acc.png"
+    code, out, err = run(
+        "evaluate", str(banking_table), "--episodes", "100", "--shots", "1,2,5",
+        "--metrics", "cosine", "--plot", str(plot),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "acc %" in out and "*" in out and "cosine" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = np.asarray(Image.open(plot).convert("L"), dtype=float)
+    assert image.shape[0] > 300 and image.shape[1] > 400
+    assert image.std() > 10  # lines, labels and bands, not a blank canvas
+
+
+def test_novel_split_and_base_centre(banking_table: Path) -> None:
+    code, out, err = run(
+        "evaluate", str(banking_table), "--split", "novel", "--split-fractions", "0.5,0.0,0.5",
+        "--center-from", "base", "--normalizations", "cl2n", "--episodes", "50", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert {r["config"]["normalization"] for r in json.loads(out)["results"]} == {"cl2n"}
+
+
+def test_all_class_protocol(banking_table: Path, tmp_path: Path) -> None:
+    table = EmbeddingTable.load(banking_table)
+    first = np.zeros(len(table), bool)
+    for c in table.classes:  # 20 texts of each class as train, 20 as test
+        first[np.flatnonzero(table.labels == c)[:20]] = True
+    train, test = tmp_path / "train.parquet", tmp_path / "test.parquet"
+    for mask, path in ((first, train), (~first, test)):
+        EmbeddingTable.from_arrays(
+            table.vectors[mask],
+            table.labels[mask],
+            model=table.model,
+            fingerprint=table.fingerprint,
+        ).save(path)
+    code, out, err = run(
+        "evaluate", str(train), "--protocol", "all-class", "--test", str(test), "--shots", "5,10",
+        "--episodes", "5", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    jsonschema.validate(report, json_schema())
+    assert {r["config"]["n_way"] for r in report["results"]} == {12}
+    assert all(r["n_episodes"] == 5 for r in report["results"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metrics", "manhattan"], "unknown metric 'manhattan'; expected one of"),
+        (["--shots", "1,40"], "has 40 samples, but n_shot + n_query = 55 are needed"),
+        (["--shots", "one"], "shots must be positive integers"),
+        (["--plot", "/nonexistent/dir/p.png"], "folder /nonexistent/dir does not exist"),
+        (["--protocol", "all-class"], "the all-class protocol needs --test"),
+        (["--ways", "13"], "n_way=13 but only 12 classes are available"),
+    ],
+)
+def test_bad_options_give_one_line_errors(
+    banking_table: Path, args: list[str], message: str
+) -> None:
+    code, out, err = run("evaluate", str(banking_table), *args)
+    assert code == 1
+    assert message in err.replace("\n", " ")
+    assert "Traceback" not in err and out == ""
+
+
+def test_bad_sources_give_one_line_errors(tmp_path: Path) -> None:
+    one = tmp_path / "one.parquet"
+    EmbeddingTable.from_arrays(np.ones((4, 3)), ["a"] * 4).save(one)
+    code, _, err = run("evaluate", str(one))
+    assert code == 1 and "has 1 class; evaluation needs at least 2" in err
+    csv = tmp_path / "data.csv"
+    csv.write_text("sentence,intent\nhello,greet\n")
+    code, _, err = run("evaluate", str(csv), "--model", "minilm", "--label-column", "x")
+    assert code != 0
+    code, _, err = run("evaluate", str(csv))
+    assert code == 1 and "pass --model to embed it" in err
+
+
+def test_console_script_runs(banking_table: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "protoshot", "evaluate", str(banking_table), "--episodes", "20", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(out.stdout)["schema"] == "protoshot.evaluate/1"

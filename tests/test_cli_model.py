@@ -1,0 +1,187 @@
+"""fit / predict / add / remove / calibrate end to end on BANKING77 and Omniglot, offline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import protoshot.cli._commands  # noqa: F401  (registers the commands)
+from protoshot.cli import app
+from tests.conftest import DATA_DIR
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def banking_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    """Support (5 shots of 6 intents) and held-out rows (6 known + 3 unknown intents) as CSV."""
+    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    intents = sorted({r["category"] for r in rows})[:9]
+    folder = tmp_path_factory.mktemp("banking")
+    support, heldout = [], []
+    for intent in intents:
+        mine = [r for r in rows if r["category"] == intent]
+        if intent in intents[:6]:
+            support += mine[:5]
+        heldout += mine[5:25]
+    for name, part in (("support.csv", support), ("heldout.csv", heldout)):
+        with open(folder / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["text", "category"])
+            writer.writeheader()
+            writer.writerows(part)
+    return folder / "support.csv", folder / "heldout.csv", intents
+
+
+@pytest.fixture
+def text_model(banking_csv, cache_dir: Path, tmp_path: Path) -> Path:
+    support, _, _ = banking_csv
+    out = tmp_path / "model"
+    code, _, err = run(
+        "fit",
+        str(support),
+        "-m",
+        "minilm",
+        "-o",
+        str(out),
+        "--normalization",
+        "l2",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    assert code == 0, err
+    assert "6 classes, 5-5 shots each, dim 384" in err
+    return out
+
+
+def test_predict_formats(text_model: Path, banking_csv, cache_dir: Path, tmp_path: Path) -> None:
+    _, heldout, intents = banking_csv
+    with open(heldout, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["category"] in intents[:6]][:12]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(r["text"] for r in rows) + "\n\n")
+    cache = ("--cache-dir", str(cache_dir))
+    code, out, err = run(
+        "predict", str(text_model), str(texts), "--format", "jsonl", "--top-k", "3", *cache
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 12 and all(len(line["top_k"]) == 3 for line in lines)
+    assert (
+        np.mean([line["label"] == r["category"] for line, r in zip(lines, rows, strict=True)]) > 0.7
+    )
+    assert all(0 < line["probability"] <= 1 for line in lines)
+    code, out, _ = run(
+        "predict",
+        str(text_model),
+        "-",
+        "--format",
+        "csv",
+        "--top-k",
+        "2",
+        *cache,
+        stdin=texts.read_text(),
+    )
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert (
+        code == 0
+        and len(table) == 12
+        and set(table[0]) >= {"input", "label", "probability", "label_2"}
+    )
+    code, out, _ = run("predict", str(text_model), "-t", "my card has not arrived yet", *cache)
+    assert code == 0 and "my card has not arrived yet" in out
+
+
+def test_add_remove_and_calibrate(text_model: Path, banking_csv, cache_dir: Path) -> None:
+    _, heldout, intents = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    code, _, err = run(
+        "add",
+        str(text_model),
+        "crypto",
+        "-t",
+        "can I buy bitcoin",
+        "-t",
+        "is ethereum supported",
+        *cache,
+    )
+    assert code == 0 and "new class 'crypto': 2 shots" in err
+    code, _, err = run("add", str(text_model), intents[0], "-t", "one more example", *cache)
+    assert code == 0 and f"class '{intents[0]}': 6 shots" in err
+    code, _, err = run("remove", str(text_model), "crypto")
+    assert code == 0 and "6 classes remain" in err
+    code, out, err = run(
+        "calibrate", str(text_model), str(heldout), "--far", "0.1", "--json", *cache
+    )
+    assert code == 0, err
+    calib = json.loads(out)
+    assert (
+        calib["false_accept_rate"] <= 0.1 and calib["n_unknown"] == 60 and calib["n_known"] == 120
+    )
+    assert (
+        json.loads((text_model / "config.json").read_text())["metadata"]["rejection"]["threshold"]
+        == calib["threshold"]
+    )
+    code, out, _ = run("predict", str(text_model), str(heldout), "--format", "jsonl", *cache)
+    assert any(json.loads(line)["rejected"] for line in out.splitlines())
+
+
+def test_image_model_on_omniglot(tmp_path: Path, cache_dir: Path) -> None:
+    alphabet = sorted((DATA_DIR / "omniglot" / "images_evaluation").iterdir())[:3]
+    support = tmp_path / "support"
+    queries = tmp_path / "queries"
+    for folder in alphabet:
+        images = sorted(folder.iterdir())
+        (support / folder.name).mkdir(parents=True)
+        for image in images[:2]:
+            (support / folder.name / image.name).symlink_to(image)
+        queries.mkdir(exist_ok=True)
+        (queries / f"{folder.name}.png").symlink_to(images[-1])
+    out = tmp_path / "model"
+    cache = ("--cache-dir", str(cache_dir))
+    code, _, err = run("fit", str(support), "-m", "efficientnet-lite0", "-o", str(out), *cache)
+    assert code == 0, err
+    code, stdout, err = run("predict", str(out), str(queries), "--format", "jsonl", *cache)
+    assert code == 0, err
+    preds = [json.loads(line) for line in stdout.splitlines()]
+    assert len(preds) == 3 and {p["label"] for p in preds} <= {f.name for f in alphabet}
+    code, _, err = run("predict", str(out), "-t", "some text", *cache)
+    assert code == 1 and "this model embeds images" in err
+    code, _, err = run("add", str(out), "new", str(tmp_path / "missing.png"), *cache)
+    assert code == 1 and "no such image file or folder" in err
+
+
+def test_model_command_errors(text_model: Path, cache_dir: Path, tmp_path: Path) -> None:
+    cache = ("--cache-dir", str(cache_dir))
+    code, _, err = run("fit", str(tmp_path), "-m", "minilm", "-o", str(text_model), *cache)
+    assert code == 1 and "already holds a model; pass --force" in err
+    code, _, err = run("remove", str(text_model), "no_such_intent")
+    assert code == 1 and "unknown classes ['no_such_intent']" in err
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    code, _, err = run("predict", str(text_model), str(latin), *cache)
+    assert code == 1 and "is not UTF-8 text" in err
+    code, _, err = run("predict", str(text_model), *cache)
+    assert code == 1 and "no inputs" in err
+    code, _, err = run("predict", str(text_model), "-t", "x", "--format", "xml", *cache)
+    assert code == 1 and "unknown format 'xml'" in err
+    code, _, err = run("predict", str(tmp_path), "-t", "x", *cache)
+    assert code == 1 and "config.json is missing" in err
+    config = json.loads((text_model / "config.json").read_text())
+    (text_model / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    code, _, err = run("predict", str(text_model), "-t", "x", *cache)
+    assert code == 1 and "newer protoshot" in err
+    for line in err.splitlines()[1:]:
+        assert not line.strip() or line.startswith(" ")  # one message, never a traceback

@@ -1,0 +1,114 @@
+"""FewShotModel over the real bundled MiniLM: fit, grow, reject, save/load with fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protoshot import PrototypeClassifier
+from protoshot.data import load_source
+from protoshot.embedders import CallableEmbedder
+from protoshot.model import FewShotModel
+from protoshot.pipeline import embedder_for
+from tests.conftest import DATA_DIR
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def banking() -> tuple[list[str], np.ndarray]:
+    samples = load_source("banking77:test", root=DATA_DIR)
+    keep = np.isin(samples.labels, np.unique(samples.labels)[:8])
+    return [t for t, k in zip(samples.items, keep, strict=True) if k], samples.labels[keep]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return embedder_for("minilm")
+
+
+def split(texts: list[str], labels: np.ndarray, shots: int) -> tuple[list[int], list[int]]:
+    support = [i for c in np.unique(labels) for i in np.flatnonzero(labels == c)[:shots]]
+    rest = sorted(set(range(len(texts))) - set(support))
+    return support, rest
+
+
+def test_fit_predict_on_real_texts(banking, minilm, cache_dir: Path) -> None:
+    texts, labels = banking
+    support, query = split(texts, labels, 5)
+    model = FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support])
+    preds = model.predict([texts[i] for i in query], top_k=3)
+    accuracy = np.mean([p.label == labels[i] for p, i in zip(preds, query, strict=True)])
+    assert accuracy > 0.7
+    assert all(len(p.top_k) == 3 and p.top_k[0][0] == p.label for p in preds)
+    assert all(p.top_k[0][1] >= p.top_k[1][1] >= p.top_k[2][1] for p in preds)
+    assert isinstance(preds[0].to_dict()["top_k"][0]["label"], str)
+    assert model.class_counts() == {c: 5 for c in np.unique(labels)}
+
+
+def test_grow_equals_fit_and_remove(banking, minilm, cache_dir: Path) -> None:
+    texts, labels = banking
+    support, _ = split(texts, labels, 4)
+    items, y = [texts[i] for i in support], labels[support]
+    whole = FewShotModel(minilm, cache=cache_dir).fit(items, y)
+    grown = FewShotModel(minilm, cache=cache_dir).fit(items[:10], y[:10])
+    grown.add_examples(items[10:], y[10:])
+    np.testing.assert_allclose(grown.classifier.sums_, whole.classifier.sums_, atol=1e-9)
+    grown.remove_classes([y[0]])
+    assert y[0] not in grown.classes and len(grown.classes) == 7
+    with pytest.raises(ValueError, match="unknown classes"):
+        grown.remove_classes(["no such intent"])
+    with pytest.raises(ValueError, match="no items given"):
+        grown.add_examples([], [])
+    with pytest.raises(ValueError, match="got 2 items but 1 labels"):
+        grown.add_examples(["a", "b"], ["x"])
+
+
+def test_open_set_threshold_from_held_out_classes(banking, minilm, cache_dir: Path) -> None:
+    texts, labels = banking
+    classes = np.unique(labels)
+    known, unknown = classes[:5], classes[5:]
+    support, rest = split(texts, labels, 5)
+    support = [i for i in support if labels[i] in known]
+    model = FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support])
+    calib_idx, test_idx = rest[::2], rest[1::2]
+    calib = model.calibrate([texts[i] for i in calib_idx], labels[calib_idx], false_accept_rate=0.1)
+    assert calib.false_accept_rate <= 0.1 and calib.n_unknown > 0 and calib.n_known > 0
+    assert model.threshold == calib.threshold
+    preds = model.predict([texts[i] for i in test_idx])
+    is_unknown = np.isin(labels[test_idx], unknown)
+    rejected = np.array([p.rejected for p in preds])
+    assert all(p.label is None for p in preds if p.rejected)
+    # held-out classes are rejected far more often than known ones
+    assert rejected[is_unknown].mean() > 0.5 > rejected[~is_unknown].mean()
+    with pytest.raises(ValueError, match="needs held-out items of both known classes and unknown"):
+        model.calibrate([texts[i] for i in support[:3]], labels[support[:3]])
+
+
+def test_save_load_recreates_embedder_and_refuses_other_weights(
+    banking, minilm, cache_dir: Path, tmp_path: Path
+) -> None:
+    texts, labels = banking
+    support, query = split(texts, labels, 3)
+    model = FewShotModel(minilm, threshold=0.2, cache=cache_dir).fit(
+        [texts[i] for i in support], labels[support]
+    )
+    model.save(tmp_path / "m")
+    loaded = FewShotModel.load(tmp_path / "m", cache=cache_dir)
+    assert loaded.embedder.fingerprint == minilm.fingerprint and loaded.threshold == 0.2
+    items = [texts[i] for i in query[:20]]
+    assert [p.to_dict() for p in loaded.predict(items)] == [
+        p.to_dict() for p in model.predict(items)
+    ]
+    other = CallableEmbedder(
+        lambda xs: np.ones((len(xs), 384), np.float32), name="ones", modality="text"
+    )
+    with pytest.raises(ValueError, match="would not match these vectors"):
+        FewShotModel.load(tmp_path / "m", embedder=other)
+    PrototypeClassifier().fit(np.eye(3), [0, 1, 2]).save(tmp_path / "bare")
+    with pytest.raises(ValueError, match="no embedder: it was not saved by FewShotModel"):
+        FewShotModel.load(tmp_path / "bare")
+    with pytest.raises(ValueError, match=r"threshold is a probability in \[0, 1\]"):
+        FewShotModel(minilm, threshold=2.0)
