@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DATA_DIR = Path(
-    os.environ.get(
-        "PROTOSHOT_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    )
-).resolve()
+from tests.conftest import DATA_DIR
+
 BANKING77 = DATA_DIR / "banking77"
 SNIPS = DATA_DIR / "snips"
 OMNIGLOT = DATA_DIR / "omniglot"

@@ -12,13 +12,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protoshot._device import best_device
 from protoshot.embedders import (
     CallableEmbedder,
     Embedder,
     create_embedder,
     embed,
     list_embedders,
-    resolve_device,
 )
 from protoshot.embedders._runtime import require
 from tests._embed_fixtures import (
@@ -93,11 +93,11 @@ def test_missing_backend_library_names_its_extra(module: str, spec: str, extra: 
 
 def test_device_is_chosen_automatically() -> None:
     expected = "cuda" if torch.cuda.is_available() else None
-    device = resolve_device(None)
+    device = best_device(None)
     assert device.type in ("cuda", "mps", "cpu")
     if expected:
         assert device.type == expected
-    assert resolve_device("cpu") == torch.device("cpu")
+    assert best_device("cpu") == torch.device("cpu")
 
 
 # -- callables and modules ---------------------------------------------------------------------

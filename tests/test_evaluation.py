@@ -168,5 +168,7 @@ def test_evaluation_bad_input(blobs) -> None:
         evaluate_episodes(x[:10], EpisodeSampler(y, n_query=2, n_episodes=2).sample())
     with pytest.raises(ValueError, match="shots is empty"):
         evaluate_grid(x, y, shots=())
+    with pytest.raises(ValueError, match="unknown device 'quantum'"):
+        evaluate(x, y, n_query=2, device="quantum")
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
         evaluate(x, y, n_query=2, dtype="float8")

@@ -20,7 +20,6 @@ from protoshot.embedders._registry import (
     list_embedders,
     register_embedder,
 )
-from protoshot.embedders._runtime import resolve_device
 from protoshot.embedders.custom import CallableEmbedder
 
 __all__ = [
@@ -31,5 +30,4 @@ __all__ = [
     "embed",
     "list_embedders",
     "register_embedder",
-    "resolve_device",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protoshot._device import best_device
 from protoshot.embedders._registry import Modality
 from protoshot.embedders._runtime import (
     Precision,
@@ -15,7 +16,6 @@ from protoshot.embedders._runtime import (
     batches,
     check_texts,
     inference,
-    resolve_device,
     resolve_precision,
     to_numpy,
 )
@@ -41,7 +41,7 @@ class BatchedEmbedder:
         precision: str | None,
         batch_size: int | str,
     ):
-        self.device = resolve_device(device)
+        self.device = best_device(device)
         self.precision: Precision = resolve_precision(precision, self.device)
         self.batch_size = as_positive_int(batch_size, "batch_size")
         self._dim: int | None = None

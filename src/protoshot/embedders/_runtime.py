@@ -32,18 +32,6 @@ def require(module: str, extra: str) -> ModuleType:
         ) from err
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The given device, or the best available one: cuda, then mps, then cpu."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def resolve_precision(precision: str | None, device: torch.device) -> Precision:
     """Check ``precision`` and fall back to "fp32" (with a warning) off the GPU."""
     precision = precision or "fp32"
