@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,13 @@ NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Embed without t
 DeviceOption = Annotated[
     str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")
 ]
+TextColumnOption = Annotated[str | None, typer.Option(help="Text column (default: detected).")]
+LabelColumnOption = Annotated[str | None, typer.Option(help="Label column (default: detected).")]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Items per forward pass.")]
+DownloadOption = Annotated[
+    bool, typer.Option("--download", help="Fetch a missing benchmark from its public source.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ModelOption = Annotated[
     str | None,
     typer.Option(
@@ -33,28 +41,32 @@ ModelOption = Annotated[
 
 
 def stderr() -> Any:
-    """A rich console on stderr: progress, tables and messages never mix with --json output."""
+    """A rich console on stderr: messages never mix with --json output, and never wrap."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn library errors into a one-line message and a non-zero exit (no traceback).
+    """Library warnings as one ``warning:`` line each; errors as one ``error:`` line and exit 1.
 
-    Set ``PROTOSHOT_DEBUG=1`` to see the traceback instead.
+    No traceback: set ``PROTOSHOT_DEBUG=1`` to see it instead.
     """
+    err = stderr()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, *_: err.print(f"[yellow]warning:[/] {message}")
+            yield
     except KeyboardInterrupt:
-        stderr().print("interrupted: what was embedded so far is kept in the cache")
+        err.print("interrupted: what was embedded so far is kept in the cache")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ValueError, TypeError, ImportError, OSError, RuntimeError, KeyError) as exc:
         if os.environ.get("PROTOSHOT_DEBUG"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        stderr().print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {message}")
         raise typer.Exit(EXIT_ERROR) from None
 
 

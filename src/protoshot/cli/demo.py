@@ -12,6 +12,8 @@ import typer
 from protoshot.cli._common import (
     CacheDirOption,
     DeviceOption,
+    DownloadOption,
+    JsonOption,
     NoCacheOption,
     cache_arg,
     stderr,
@@ -37,15 +39,11 @@ def demo_command(
     episodes: Annotated[int, typer.Option(min=1, help="5-way episodes per configuration.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the episodes.")] = 0,
     only: Annotated[str | None, typer.Option(help="Run one part: banking77 or omniglot.")] = None,
-    download: Annotated[
-        bool, typer.Option(help="Fetch missing data from its public source.")
-    ] = False,
+    download: DownloadOption = False,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON on stdout.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Few-shot accuracy of the bundled MiniLM (BANKING77) and EfficientNet-Lite0 (Omniglot).
 

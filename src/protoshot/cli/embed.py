@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-_EXIT_ERROR = 1
-_EXIT_INTERRUPTED = 130
+from protoshot.cli._common import (
+    BatchSizeOption,
+    CacheDirOption,
+    DeviceOption,
+    DownloadOption,
+    JsonOption,
+    LabelColumnOption,
+    NoCacheOption,
+    TextColumnOption,
+    cache_arg,
+    stderr,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,61 +41,37 @@ def embed_command(
         str, typer.Option("--model", "-m", help="Embedder spec, e.g. minilm, efficientnet-lite0.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet table to write.")],
-    text_column: Annotated[
-        str | None, typer.Option(help="Text column (default: detected).")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(help="Label column (default: detected).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
-    device: Annotated[
-        str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")
-    ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the cache.")] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="Cache folder (default: $PROTOSHOT_CACHE_DIR or ~/.cache/protoshot)."),
-    ] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    batch_size: BatchSizeOption = 32,
+    device: DeviceOption = None,
+    no_cache: NoCacheOption = False,
+    cache_dir: CacheDirOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
-    download: Annotated[
-        bool, typer.Option("--download", help="Fetch a missing benchmark from its source.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    download: DownloadOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Embed SOURCE with a frozen model and write a Parquet table of vectors and labels."""
-    from rich.console import Console
-
-    err = Console(stderr=True, soft_wrap=True)  # messages stay on one line
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *_: err.print(f"[yellow]warning:[/] {message}")
-        try:
-            summary = _run(
-                source,
-                model=model,
-                output=output,
-                text_column=text_column,
-                label_column=label_column,
-                batch_size=batch_size,
-                device=device,
-                cache=None if no_cache else (cache_dir or True),
-                force=force,
-                download=download,
-            )
-        except KeyboardInterrupt:
-            err.print("interrupted: the batches embedded so far are kept in the cache")
-            raise typer.Exit(_EXIT_INTERRUPTED) from None
-        except (ValueError, TypeError, ImportError, OSError, RuntimeError) as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(_EXIT_ERROR) from None
+    with user_errors():
+        summary = _run(
+            source,
+            model=model,
+            output=output,
+            text_column=text_column,
+            label_column=label_column,
+            batch_size=batch_size,
+            device=device,
+            cache=cache_arg(no_cache, cache_dir),
+            force=force,
+            download=download,
+        )
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        err.print(
+        stderr().print(
             f"{summary['samples']} samples, {summary['classes']} classes, dim {summary['dim']} "
             f"with {summary['model']}: cache {summary['cache_hits']} hits / "
-            f"{summary['cache_misses']} misses, {summary['seconds']:.1f} s -> {summary['output']}",
-            highlight=False,
+            f"{summary['cache_misses']} misses, {summary['seconds']:.1f} s -> {summary['output']}"
         )
 
 

@@ -11,6 +11,7 @@ import typer
 from protoshot.cli._common import (
     CacheDirOption,
     DeviceOption,
+    JsonOption,
     ModelOption,
     NoCacheOption,
     cache_arg,
@@ -83,9 +84,7 @@ def evaluate_command(
     ] = None,
     device: DeviceOption = None,
     dtype: Annotated[str, typer.Option(help="float32, or bfloat16 / float16 on GPUs.")] = "float32",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON on stdout.")
-    ] = False,
+    as_json: JsonOption = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write accuracy vs shots with CI bands to this PNG.")
     ] = None,

@@ -13,9 +13,13 @@ from typing import Annotated, Any
 import typer
 
 from protoshot.cli._common import (
+    BatchSizeOption,
     CacheDirOption,
     DeviceOption,
+    JsonOption,
+    LabelColumnOption,
     NoCacheOption,
+    TextColumnOption,
     cache_arg,
     stderr,
     user_errors,
@@ -69,16 +73,12 @@ def fit_command(
         float | None,
         typer.Option(help="Answer 'unknown' below this top probability (see `calibrate`)."),
     ] = None,
-    text_column: Annotated[
-        str | None, typer.Option(help="Text column (default: detected).")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(help="Label column (default: detected).")
-    ] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model already in OUTPUT.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -110,8 +110,7 @@ def fit_command(
     counts = few.class_counts().values()
     stderr().print(
         f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
-        f"{time.perf_counter() - start:.1f} s -> {output}",
-        highlight=False,
+        f"{time.perf_counter() - start:.1f} s -> {output}"
     )
 
 
@@ -121,7 +120,7 @@ def predict_command(
     text: TextOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -149,7 +148,7 @@ def add_command(
     label: Annotated[str, typer.Argument(help="The class to add shots to (created if new).")],
     inputs: Inputs = None,
     text: TextOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -162,8 +161,7 @@ def add_command(
         few.add_examples(items, [label] * len(items)).save(model_dir, overwrite=True)
     counts = {str(k): v for k, v in few.class_counts().items()}
     stderr().print(
-        f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots ({len(items)} added)",
-        highlight=False,
+        f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots ({len(items)} added)"
     )
 
 
@@ -179,9 +177,7 @@ def remove_command(
         kind = classifier.classes_.dtype.kind
         classifier.remove_classes([int(v) for v in labels] if kind in "iu" else labels)
         classifier.save(model_dir, overwrite=True)
-    stderr().print(
-        f"removed {', '.join(labels)}; {len(classifier.classes_)} classes remain", highlight=False
-    )
+    stderr().print(f"removed {', '.join(labels)}; {len(classifier.classes_)} classes remain")
 
 
 def calibrate_command(
@@ -198,17 +194,13 @@ def calibrate_command(
             help="Target false-accept rate: the share of unknown-class inputs still accepted."
         ),
     ] = 0.05,
-    text_column: Annotated[
-        str | None, typer.Option(help="Text column (default: detected).")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(help="Label column (default: detected).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per forward pass.")] = 32,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the calibration as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Choose the 'unknown' threshold for a target false-accept rate, and save it in the model."""
     with user_errors():
@@ -228,8 +220,7 @@ def calibrate_command(
     stderr().print(
         f"threshold {c.threshold:.4f}: accepts {100 * c.false_accept_rate:.1f}% of {c.n_unknown} unknown-class "
         f"inputs and {100 * c.known_accept_rate:.1f}% of {c.n_known} known ones "
-        f"({100 * c.known_accuracy:.1f}% accepted and right); saved in {model_dir}",
-        highlight=False,
+        f"({100 * c.known_accuracy:.1f}% accepted and right); saved in {model_dir}"
     )
 
 
