@@ -102,13 +102,13 @@ class FewShotModel:
         self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray
     ) -> FewShotModel:
         """Add shots to existing classes or create new classes: an exact update."""
-        values = self._as_class_values(labels) if self.classes else labels
+        values = self.as_class_values(labels) if self.classes else labels
         self.classifier.partial_fit(self.embed(items), _labels(values, len(items)))
         return self
 
     def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
         """Forget classes; raises ValueError for an unknown class or when none would remain."""
-        self.classifier.remove_classes(self._as_class_values(labels))
+        self.classifier.remove_classes(self.as_class_values(labels))
         return self
 
     @property
@@ -237,7 +237,7 @@ class FewShotModel:
         threshold = (classifier.metadata_.get("rejection") or {}).get("threshold")
         return cls(embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size)
 
-    def _as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
+    def as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
         """Labels from text (CLI, HTTP) converted to the classes' own type (``"3"`` -> ``3``)."""
         kind = self.classifier.classes_.dtype.kind
         return [int(v) if kind in "iu" and isinstance(v, str) else v for v in labels]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protoshot.cli import app, demo, embed, evaluate, model
+from protoshot.cli import app, demo, embed, evaluate, model, serve
 
-for module in (demo, embed, evaluate, model):
+for module in (demo, embed, evaluate, model, serve):
     module.register(app)

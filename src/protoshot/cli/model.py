@@ -210,7 +210,7 @@ def calibrate_command(
 
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         samples = load_source(heldout, text_column=text_column, label_column=label_column)
-        labels = few._as_class_values(list(samples.labels))
+        labels = few.as_class_values(list(samples.labels))
         calibration = few.calibrate(samples.items, labels, false_accept_rate=far)
         few.save(model_dir, overwrite=True)
     if as_json:

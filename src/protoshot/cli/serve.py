@@ -1,0 +1,54 @@
+"""``protoshot serve``: the HTTP service over a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protoshot.cli._common import (
+    CacheDirOption,
+    DeviceOption,
+    NoCacheOption,
+    cache_arg,
+    stderr,
+    user_errors,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to ``app``."""
+    app.command("serve")(serve_command)
+
+
+def serve_command(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder written by `protoshot fit`.")],
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most items per request.")] = 256,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 32.0,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Serve MODEL_DIR over HTTP: predict, add examples, remove classes (docs at /docs).
+
+    Updates are written back to MODEL_DIR atomically before they are acknowledged.
+    """
+    with user_errors():
+        import uvicorn
+
+        from protoshot.service import create_app
+
+        app = create_app(
+            model_dir,
+            device=device,
+            cache=cache_arg(no_cache, cache_dir),
+            max_batch=max_batch,
+            max_body_bytes=int(max_body_mb * 2**20),
+        )
+    stderr().print(f"serving {model_dir} on http://{host}:{port} (docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
