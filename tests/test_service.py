@@ -261,3 +261,33 @@ def test_serve_refuses_a_foreign_folder(tmp_path: Path, cache_dir: Path) -> None
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1 and "config.json is missing" in result.stderr
+
+
+def test_micro_batcher_groups_waiting_requests_and_keeps_order() -> None:
+    import threading
+
+    from protoshot.service.batching import MicroBatcher
+
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def embed(items: list[int]) -> np.ndarray:
+        gate.wait(5)  # the first pass blocks until every request is queued
+        calls.append(len(items))
+        return np.array(items, dtype=np.float32)[:, None] * 2
+
+    batcher = MicroBatcher(embed, max_items=100)
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(batcher.embed, [i, i + 100]) for i in range(6)]
+        time.sleep(0.3)
+        gate.set()
+        results = [f.result(timeout=10) for f in futures]
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r[:, 0], [2 * i, 2 * (i + 100)])
+    assert sum(calls) == 12 and len(calls) < 6 and batcher.requests == 6
+
+    def broken(items: list[int]) -> np.ndarray:
+        raise ValueError("bad item")
+
+    with pytest.raises(ValueError, match="bad item"):
+        MicroBatcher(broken).embed([1])

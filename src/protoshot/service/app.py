@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from protoshot import __version__
 from protoshot.model import FewShotModel
+from protoshot.service.batching import MicroBatcher
 
 
 class Items(BaseModel):
@@ -118,6 +119,8 @@ def create_app(
         Largest request body (larger ones answer 413).
     """
     state = _State(FewShotModel.load(model_dir, device=device, cache=cache), model_dir)
+    # the embedder never changes (updates swap the classifier), so one batcher serves all models
+    batcher = MicroBatcher(state.model.embed, max_items=max_batch)
     app = FastAPI(
         title="protoshot",
         version=__version__,
@@ -159,8 +162,13 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        """Liveness: the model is loaded."""
-        return {"status": "ok", "classes": len(state.model.classes)}
+        """Liveness, and the micro-batcher's counts (requests served by how many embedding passes)."""
+        return {
+            "status": "ok",
+            "classes": len(state.model.classes),
+            "embedding_passes": batcher.passes,
+            "embedded_requests": batcher.requests,
+        }
 
     @app.get("/v1/classes", response_model=ClassesResponse)
     def list_classes() -> dict[str, Any]:
@@ -177,17 +185,15 @@ def create_app(
         """Classify a batch of texts or base64 images."""
         model = state.model  # one consistent model for the whole request
         items = items_of(body, model)
-        return {
-            "predictions": [
-                p.to_dict() for p in _library(lambda: model.predict(items, top_k=body.top_k))
-            ]
-        }
+        vectors = _library(lambda: batcher.embed(items))
+        predictions = model.predict_embeddings(vectors, top_k=body.top_k)
+        return {"predictions": [p.to_dict() for p in predictions]}
 
     @app.post("/v1/classes/{name}/examples", response_model=UpdateResponse)
     def add_examples(name: str, body: Items) -> dict[str, Any]:
         """Add shots to class ``name`` (created if new); saved before the answer."""
         items = items_of(body, state.model)
-        vectors = _library(lambda: state.model.embed(items))  # outside the lock: the slow part
+        vectors = _library(lambda: batcher.embed(items))  # outside the lock: the slow part
         label = state.model.as_class_values([name])[0] if state.model.classes else name
         new = _library(
             lambda: state.update(lambda m: m.classifier.partial_fit(vectors, [label] * len(items)))

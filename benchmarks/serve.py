@@ -1,0 +1,151 @@
+"""Throughput of a deployed model: the HTTP service and batch prediction on BANKING77.
+
+- ``/v1/predict`` on the bundled MiniLM model (77 intents, 10 shots each): requests/s and
+  p50 / p99 latency with 1 and 16 concurrent clients, one text per request, on loopback;
+  each client sends a bounded number of requests and stops by a deadline;
+- batch prediction of the 3,080 BANKING77 test texts: ``FewShotModel.predict`` with a cold and a
+  warm embedding cache, and the ``protoshot predict`` command (warm).
+
+    python benchmarks/serve.py [--requests 100] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from protoshot.data import load_benchmark
+from protoshot.model import FewShotModel
+from protoshot.pipeline import embedder_for
+
+
+def fit_model(folder: Path, cache: Path) -> tuple[Path, list[str]]:
+    train, test = load_benchmark("banking77", "train"), load_benchmark("banking77", "test")
+    support = [i for c in np.unique(train.labels) for i in np.flatnonzero(train.labels == c)[:10]]
+    model = FewShotModel(embedder_for("minilm"), cache=cache)
+    model.fit([train.items[i] for i in support], train.labels[support]).save(folder / "model")
+    return folder / "model", list(test.items)
+
+
+def serve(model_dir: Path, cache: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "protoshot",
+        "serve",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--cache-dir",
+        str(cache),
+    ]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+def load(url: str, texts: list[str], clients: int, requests: int, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+
+    def client(c: int) -> list[float]:
+        latencies = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for i in range(requests):
+                if time.monotonic() > deadline:
+                    break
+                start = time.perf_counter()
+                r = http.post(
+                    "/v1/predict", json={"texts": [texts[(c * requests + i) % len(texts)]]}
+                )
+                r.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+        return latencies
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        lat = np.concatenate([np.array(x) for x in pool.map(client, range(clients))])
+    wall = time.perf_counter() - start
+    return {
+        "clients": clients,
+        "requests": lat.size,
+        "rps": lat.size / wall,
+        "p50_ms": 1e3 * np.percentile(lat, 50),
+        "p99_ms": 1e3 * np.percentile(lat, 99),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=100, help="requests per client (bound)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="time bound per load level")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        warm_cache, cold_cache = folder / "warm", folder / "cold"
+        model_dir, texts = fit_model(folder, warm_cache)
+        # the served texts are new to the cache: each request embeds its text
+        proc, url = serve(model_dir, cold_cache)
+        try:
+            load(url, texts[-50:], 2, 10, 10)  # warm-up
+            rows = []
+            for clients in (1, 16):
+                before = httpx.get(url + "/healthz").json()
+                rows.append(load(url, texts, clients, args.requests, args.seconds))
+                after = httpx.get(url + "/healthz").json()
+                passes = after["embedding_passes"] - before["embedding_passes"]
+                rows[-1]["per_pass"] = (
+                    after["embedded_requests"] - before["embedded_requests"]
+                ) / passes
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        print("| clients | requests | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            )
+
+        model = FewShotModel.load(model_dir, cache=folder / "batch")
+        start = time.perf_counter()
+        model.predict(texts)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        model.predict(texts)
+        warm = time.perf_counter() - start
+        lines = folder / "texts.txt"
+        lines.write_text("\n".join(t.replace("\n", " ") for t in texts))
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "protoshot", "predict", str(model_dir), str(lines), "--format", "jsonl", "--cache-dir", str(folder / "batch")],
+            check=True, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        cli = time.perf_counter() - start
+    n = len(texts)
+    print(f"\nbatch prediction of {n} BANKING77 test texts: library cold cache {n / cold:,.0f} texts/s, "
+          f"warm {n / warm:,.0f} texts/s; `protoshot predict` (warm, whole process) {n / cli:,.0f} texts/s ({cli:.1f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
