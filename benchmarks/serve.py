@@ -121,10 +121,14 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-        print("| clients | requests | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|")
+        print(
+            "| clients | requests | requests/s | p50 (ms) | p99 (ms) | requests per embedding pass |"
+        )
+        print("|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+                f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['per_pass']:.1f} |"
             )
 
         model = FewShotModel.load(model_dir, cache=folder / "batch")
