@@ -126,3 +126,23 @@ def test_console_script_runs(banking_table: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert json.loads(out.stdout)["schema"] == "protoshot.evaluate/1"
+
+
+def test_version_and_help_list_every_command() -> None:
+    from protoshot import __version__
+
+    code, out, _ = run("--version")
+    assert code == 0 and out.strip() == f"protoshot {__version__}"
+    code, out, _ = run("--help")
+    for command in (
+        "demo",
+        "embed",
+        "evaluate",
+        "fit",
+        "predict",
+        "add",
+        "remove",
+        "calibrate",
+        "serve",
+    ):
+        assert command in out

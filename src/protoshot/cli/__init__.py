@@ -17,6 +17,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from protoshot import __version__
+
+        typer.echo(f"protoshot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Few-shot classification with prototypes over frozen foundation-model embeddings."""
+
+
 def main() -> None:
     """Entry point of the console script."""
     from protoshot.cli import _commands  # noqa: F401  (registers the commands on ``app``)
