@@ -110,5 +110,9 @@ def test_save_load_recreates_embedder_and_refuses_other_weights(
     PrototypeClassifier().fit(np.eye(3), [0, 1, 2]).save(tmp_path / "bare")
     with pytest.raises(ValueError, match="no embedder: it was not saved by FewShotModel"):
         FewShotModel.load(tmp_path / "bare")
+    numbered = FewShotModel(minilm, cache=cache_dir).fit(["a b", "c d"], [3, 7])
+    assert numbered.as_class_values(["7", 3]) == [7, 3]
+    with pytest.raises(ValueError, match="class 'seven' is not an integer"):
+        numbered.remove_classes(["seven"])
     with pytest.raises(ValueError, match=r"threshold is a probability in \[0, 1\]"):
         FewShotModel(minilm, threshold=2.0)

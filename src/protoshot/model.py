@@ -102,8 +102,9 @@ class FewShotModel:
         self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray
     ) -> FewShotModel:
         """Add shots to existing classes or create new classes: an exact update."""
-        values = self.as_class_values(labels) if self.classes else labels
-        self.classifier.partial_fit(self.embed(items), _labels(values, len(items)))
+        self.classifier.partial_fit(
+            self.embed(items), _labels(self.as_class_values(labels), len(items))
+        )
         return self
 
     def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
@@ -239,8 +240,14 @@ class FewShotModel:
 
     def as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
         """Labels from text (CLI, HTTP) converted to the classes' own type (``"3"`` -> ``3``)."""
-        kind = self.classifier.classes_.dtype.kind
-        return [int(v) if kind in "iu" and isinstance(v, str) else v for v in labels]
+        if not self.classes or self.classifier.classes_.dtype.kind not in "iu":
+            return list(labels)
+        bad = [v for v in labels if isinstance(v, str) and not v.lstrip("-").isdigit()]
+        if bad:
+            raise ValueError(
+                f"class {bad[0]!r} is not an integer, but this model's classes are integers"
+            )
+        return [int(v) if isinstance(v, str) else v for v in labels]
 
 
 def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:

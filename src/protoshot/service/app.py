@@ -194,7 +194,7 @@ def create_app(
         """Add shots to class ``name`` (created if new); saved before the answer."""
         items = items_of(body, state.model)
         vectors = _library(lambda: batcher.embed(items))  # outside the lock: the slow part
-        label = state.model.as_class_values([name])[0] if state.model.classes else name
+        label = _library(lambda: state.model.as_class_values([name])[0])
         new = _library(
             lambda: state.update(lambda m: m.classifier.partial_fit(vectors, [label] * len(items)))
         )
@@ -203,7 +203,7 @@ def create_app(
     @app.delete("/v1/classes/{name}", response_model=UpdateResponse)
     def remove_class(name: str) -> dict[str, Any]:
         """Remove class ``name``; saved before the answer."""
-        label = state.model.as_class_values([name])[0]
+        label = _library(lambda: state.model.as_class_values([name])[0])
         if label not in state.model.classes:
             raise HTTPException(404, f"no class {name!r}")
         if len(state.model.classes) == 1:
