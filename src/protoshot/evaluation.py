@@ -363,16 +363,10 @@ def evaluate_grid(
     """
     if not shots:
         raise ValueError("shots is empty; give at least one shot count")
-    sampler = EpisodeSampler(
-        labels,
-        n_way=n_way,
-        n_shot=max(shots),
-        n_query=n_query,
-        n_episodes=n_episodes,
-        seed=seed,
-        classes=classes,
-    )
-    _check_rows(embeddings, labels)
+    sampler = _sampler(
+        embeddings, labels, n_way=n_way, n_shot=max(shots), n_query=n_query,
+        n_episodes=n_episodes, seed=seed, classes=classes,
+    )  # fmt: skip
     return evaluate_episodes(
         embeddings,
         sampler,
@@ -407,16 +401,10 @@ def evaluate(
     >>> print(result)  # doctest: +SKIP
     n_way=5, n_shot=1, ...: 93.42% ± 0.31 (95% CI, 1000 episodes)
     """
-    sampler = EpisodeSampler(
-        labels,
-        n_way=n_way,
-        n_shot=n_shot,
-        n_query=n_query,
-        n_episodes=n_episodes,
-        seed=seed,
-        classes=classes,
-    )
-    _check_rows(embeddings, labels)
+    sampler = _sampler(
+        embeddings, labels, n_way=n_way, n_shot=n_shot, n_query=n_query,
+        n_episodes=n_episodes, seed=seed, classes=classes,
+    )  # fmt: skip
     return evaluate_episodes(
         embeddings,
         sampler,
@@ -427,7 +415,11 @@ def evaluate(
     ).results[0]
 
 
-def _check_rows(embeddings: ArrayLike, labels: Sequence[Any] | np.ndarray) -> None:
-    rows = len(embeddings)
-    if rows != len(labels):
-        raise ValueError(f"embeddings have {rows} rows but labels have {len(labels)}")
+def _sampler(
+    embeddings: ArrayLike, labels: Sequence[Any] | np.ndarray, **sampling: Any
+) -> EpisodeSampler:
+    """The episode sampler over ``labels``, once they are known to match the embeddings' rows."""
+    sampler = EpisodeSampler(labels, **sampling)
+    if len(embeddings) != len(labels):
+        raise ValueError(f"embeddings have {len(embeddings)} rows but labels have {len(labels)}")
+    return sampler

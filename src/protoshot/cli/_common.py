@@ -32,6 +32,19 @@ DownloadOption = Annotated[
     bool, typer.Option("--download", help="Fetch a missing benchmark from its public source.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+SourceArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Labelled data: image folder (a sub-folder per class), CSV/TSV/JSONL/Parquet file, "
+        "saved HF dataset, or a benchmark (banking77, snips, omniglot), optionally ':split'."
+    ),
+]
+RequiredModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Embedder spec (minilm, efficientnet-lite0, st:..., hf:...)."
+    ),
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(

@@ -17,6 +17,7 @@ from protoshot.cli._common import (
     JsonOption,
     LabelColumnOption,
     NoCacheOption,
+    RequiredModelOption,
     TextColumnOption,
     cache_arg,
     stderr,
@@ -37,9 +38,7 @@ def embed_command(
             "benchmark (banking77, snips, omniglot), optionally ':split'."
         ),
     ],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Embedder spec, e.g. minilm, efficientnet-lite0.")
-    ],
+    model: RequiredModelOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet table to write.")],
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,

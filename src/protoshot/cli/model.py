@@ -19,6 +19,7 @@ from protoshot.cli._common import (
     JsonOption,
     LabelColumnOption,
     NoCacheOption,
+    SourceArgument,
     TextColumnOption,
     cache_arg,
     stderr,
@@ -49,12 +50,7 @@ def register(app: typer.Typer) -> None:
 
 
 def fit_command(
-    support: Annotated[
-        str,
-        typer.Argument(
-            help="Labelled support: image folder, CSV/JSONL/Parquet, saved HF dataset, banking77:train, ..."
-        ),
-    ],
+    support: SourceArgument,
     model: Annotated[
         str,
         typer.Option(
