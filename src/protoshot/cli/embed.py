@@ -18,6 +18,7 @@ from protoshot.cli._common import (
     LabelColumnOption,
     NoCacheOption,
     RequiredModelOption,
+    SourceArgument,
     TextColumnOption,
     cache_arg,
     stderr,
@@ -31,13 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 def embed_command(
-    source: Annotated[
-        str,
-        typer.Argument(
-            help="Image folder, .csv/.tsv/.jsonl/.parquet file, saved HF dataset, or a "
-            "benchmark (banking77, snips, omniglot), optionally ':split'."
-        ),
-    ],
+    source: SourceArgument,
     model: RequiredModelOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet table to write.")],
     text_column: TextColumnOption = None,
