@@ -28,8 +28,12 @@ def serve_command(
         str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    max_batch: Annotated[int, typer.Option(min=1, help="Most items per request.")] = 256,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 32.0,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Most items per request (more: 422).")
+    ] = 256,
+    max_body_mb: Annotated[
+        float, typer.Option(min=0.01, help="Largest request body, in MiB (larger: 413).")
+    ] = 32.0,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,

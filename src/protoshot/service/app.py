@@ -7,69 +7,51 @@ acknowledged, so a restart (or a kill) loses nothing acknowledged. Updates are s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import io
 import os
 import threading
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from protoshot import __version__
 from protoshot.model import FewShotModel
 from protoshot.service.batching import MicroBatcher
+from protoshot.service.body_limit import BodyLimit
+from protoshot.service.inputs import request_items
+from protoshot.service.schemas import (
+    ClassesResponse,
+    Error,
+    Health,
+    Items,
+    PredictRequest,
+    PredictResponse,
+    UpdateResponse,
+)
+
+T = TypeVar("T")
+Responses = dict[int | str, dict[str, Any]]  # OpenAPI entries for the error answers
 
 
-class Items(BaseModel):
-    """Texts for a text model, or base64-encoded image files for an image model."""
-
-    texts: list[str] | None = Field(None, description="Texts (text models).")
-    images: list[str] | None = Field(None, description="Base64-encoded image files (image models).")
+def _error(description: str) -> dict[str, Any]:
+    return {"model": Error, "description": description}
 
 
-class PredictRequest(Items):
-    top_k: int = Field(
-        1, ge=1, le=100, description="Classes listed per input, most probable first."
-    )
-
-
-class TopK(BaseModel):
-    label: Any
-    probability: float
-
-
-class PredictionOut(BaseModel):
-    label: Any = Field(description="The predicted class, or null when rejected as unknown.")
-    probability: float = Field(description="Probability of the best class.")
-    top_k: list[TopK]
-    rejected: bool = Field(
-        description="True when the best probability is below the model's threshold."
-    )
-
-
-class PredictResponse(BaseModel):
-    predictions: list[PredictionOut]
-
-
-class ClassInfo(BaseModel):
-    name: Any
-    shots: int
-
-
-class ClassesResponse(BaseModel):
-    classes: list[ClassInfo]
-    embedder: str
-    threshold: float | None
-
-
-class UpdateResponse(BaseModel):
-    name: Any
-    shots: int = Field(description="Shots of the class after the update (0 once removed).")
-    classes: int = Field(description="Number of classes after the update.")
+_INVALID = _error("Invalid request: no items, too many, the wrong kind, or undecodable images")
+_UNSAVED = _error("The update could not be saved; the model is unchanged")
+_READ_ERRORS: Responses = {413: _error("Request body or image too large"), 422: _INVALID}
+_ADD_ERRORS: Responses = {**_READ_ERRORS, 500: _UNSAVED}
+_REMOVE_ERRORS: Responses = {
+    404: _error("No such class"),
+    409: _error("The last class cannot be removed"),
+    422: _INVALID,
+    500: _UNSAVED,
+}
 
 
 class _State:
@@ -80,8 +62,11 @@ class _State:
         self.model_dir = model_dir
         self.lock = threading.Lock()
 
-    def update(self, change: Any) -> FewShotModel:
-        """Apply ``change(copy)`` to a copy of the model, save it atomically, then swap it in."""
+    def update(self, change: Callable[[FewShotModel], object]) -> FewShotModel:
+        """Apply ``change`` to a copy of the model, save the copy atomically, then swap it in.
+
+        If ``change`` or the save fails, the served model and the folder stay as they were.
+        """
         with self.lock:
             current = self.model
             new = FewShotModel(
@@ -91,8 +76,13 @@ class _State:
                 cache=current.cache,
                 batch_size=current.batch_size,
             )
-            change(new)
-            new.save(self.model_dir, overwrite=True)
+            _library(lambda: change(new))
+            try:
+                new.save(self.model_dir, overwrite=True)
+            except OSError as err:
+                raise HTTPException(
+                    500, f"the update could not be saved, so the model is unchanged: {err}"
+                ) from err
             self.model = new
             return new
 
@@ -111,58 +101,44 @@ def create_app(
     ----------
     model_dir : path
         Written by ``protoshot fit`` or :meth:`FewShotModel.save`; updates are saved back to it.
+        Serve a folder from one process only: each process keeps its own copy of the model.
     device, cache
         Passed to :meth:`FewShotModel.load`.
     max_batch : int
         Most items per request (more answer 422).
     max_body_bytes : int
         Largest request body (larger ones answer 413).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If ``model_dir`` holds no model, a corrupt one, or one from a newer protoshot.
     """
     state = _State(FewShotModel.load(model_dir, device=device, cache=cache), model_dir)
     # the embedder never changes (updates swap the classifier), so one batcher serves all models
     batcher = MicroBatcher(state.model.embed, max_items=max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
     app = FastAPI(
         title="protoshot",
         version=__version__,
-        description="Few-shot classification with prototypes over frozen embeddings.",
+        description="Few-shot classification with prototypes over frozen embeddings. Updates "
+        "are saved to the model folder before they are acknowledged.",
+        lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.exception_handler(RequestValidationError)(_validation_error)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body of {length} bytes exceeds the limit of {max_body_bytes}"},
-                status_code=413,
-            )
-        return await call_next(request)
+    def embed(items: list[Any]) -> np.ndarray:
+        return _library(lambda: batcher.embed(items))
 
-    def items_of(body: Items, model: FewShotModel) -> list[Any]:
-        modality = model.embedder.modality
-        if body.texts is not None and body.images is not None:
-            raise HTTPException(422, "send either 'texts' or 'images', not both")
-        given = body.texts if body.texts is not None else body.images
-        if not given:
-            raise HTTPException(422, "no items: send a non-empty 'texts' or 'images' list")
-        if len(given) > max_batch:
-            raise HTTPException(
-                422, f"{len(given)} items exceed the limit of {max_batch} per request"
-            )
-        if body.images is not None:
-            if modality == "text":
-                raise HTTPException(
-                    422, f"{model.embedder.spec} embeds text: send 'texts', not images"
-                )
-            return [_decode_image(i, data) for i, data in enumerate(body.images)]
-        if modality == "image":
-            raise HTTPException(
-                422, f"{model.embedder.spec} embeds images: send base64 'images', not texts"
-            )
-        return list(given)
-
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:
-        """Liveness, and the micro-batcher's counts (requests served by how many embedding passes)."""
+        """Liveness, and the micro-batcher's counts (requests served by how many passes)."""
         return {
             "status": "ok",
             "classes": len(state.model.classes),
@@ -176,45 +152,59 @@ def create_app(
         model = state.model
         return {
             "classes": [{"name": k, "shots": v} for k, v in model.class_counts().items()],
-            "embedder": model.embedder.spec,
-            "threshold": model.threshold,
+            "model": _info(model),
         }
 
-    @app.post("/v1/predict", response_model=PredictResponse)
+    @app.post("/v1/predict", response_model=PredictResponse, responses=_READ_ERRORS)
     def predict(body: PredictRequest) -> dict[str, Any]:
         """Classify a batch of texts or base64 images."""
         model = state.model  # one consistent model for the whole request
-        items = items_of(body, model)
-        vectors = _library(lambda: batcher.embed(items))
+        vectors = embed(request_items(body, model.embedder, max_items=max_batch))
         predictions = model.predict_embeddings(vectors, top_k=body.top_k)
-        return {"predictions": [p.to_dict() for p in predictions]}
+        return {"predictions": [p.to_dict() for p in predictions], "model": _info(model)}
 
-    @app.post("/v1/classes/{name}/examples", response_model=UpdateResponse)
+    @app.post(
+        "/v1/classes/{name:path}/examples", response_model=UpdateResponse, responses=_ADD_ERRORS
+    )
     def add_examples(name: str, body: Items) -> dict[str, Any]:
-        """Add shots to class ``name`` (created if new); saved before the answer."""
-        items = items_of(body, state.model)
-        vectors = _library(lambda: batcher.embed(items))  # outside the lock: the slow part
+        """Add shots to class `name` (created if new); saved to the model folder before the answer."""
+        vectors = embed(request_items(body, state.model.embedder, max_items=max_batch))
         label = _library(lambda: state.model.as_class_values([name])[0])
-        new = _library(
-            lambda: state.update(lambda m: m.classifier.partial_fit(vectors, [label] * len(items)))
-        )
+        new = state.update(lambda m: m.classifier.partial_fit(vectors, [label] * len(vectors)))
         return {"name": label, "shots": new.class_counts()[label], "classes": len(new.classes)}
 
-    @app.delete("/v1/classes/{name}", response_model=UpdateResponse)
+    @app.delete(
+        "/v1/classes/{name:path}",
+        response_model=UpdateResponse,
+        responses=_REMOVE_ERRORS,
+    )
     def remove_class(name: str) -> dict[str, Any]:
-        """Remove class ``name``; saved before the answer."""
+        """Remove class `name`; saved to the model folder before the answer."""
         label = _library(lambda: state.model.as_class_values([name])[0])
-        if label not in state.model.classes:
-            raise HTTPException(404, f"no class {name!r}")
-        if len(state.model.classes) == 1:
-            raise HTTPException(409, f"{name!r} is the last class; a model needs at least one")
-        new = _library(lambda: state.update(lambda m: m.remove_classes([label])))
+
+        def remove(model: FewShotModel) -> None:  # checked on the model the lock holds
+            if label not in model.classes:
+                raise HTTPException(404, f"no class {name!r}")
+            if len(model.classes) == 1:
+                raise HTTPException(409, f"{name!r} is the last class; a model needs at least one")
+            model.remove_classes([label])
+
+        new = state.update(remove)
         return {"name": label, "shots": 0, "classes": len(new.classes)}
 
     return app
 
 
-def _library(call: Any) -> Any:
+def _info(model: FewShotModel) -> dict[str, Any]:
+    return {
+        "embedder": model.embedder.spec,
+        "modality": model.embedder.modality,
+        "classes": len(model.classes),
+        "threshold": model.threshold,
+    }
+
+
+def _library(call: Callable[[], T]) -> T:
     """Run a library call; its ValueError/TypeError become a 422 with the message."""
     try:
         return call()
@@ -222,16 +212,13 @@ def _library(call: Any) -> Any:
         raise HTTPException(422, str(err)) from err
 
 
-def _decode_image(index: int, data: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise HTTPException(422, f"image {index} is not valid base64: {err}") from err
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise HTTPException(422, f"image {index} is not a readable image file") from err
-    return image
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Pydantic's validation errors as one line: ``body.top_k: Input should be ...``."""
+    messages = []
+    for error in exc.errors():
+        if error["type"] == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "")
+            messages.append(f"the body is not valid JSON: {reason}")
+        else:
+            messages.append(f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
+    return JSONResponse({"detail": "; ".join(messages)}, status_code=422)
