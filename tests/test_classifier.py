@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from sklearn.neighbors import NearestCentroid
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import protoshot.classifier
 from protoshot import METRICS, NORMALIZATIONS, PrototypeClassifier
 from protoshot.classifier import FORMAT_VERSION
 from tests.conftest import make_blobs
@@ -140,13 +142,66 @@ def test_save_is_atomic_and_refuses_to_overwrite(blobs, tmp_path: Path) -> None:
     x, y = blobs
     model = PrototypeClassifier().fit(x, y)
     model.save(tmp_path)
+    first = set(tmp_path.glob("*.safetensors"))
     with pytest.raises(FileExistsError, match="already holds a model; pass overwrite=True"):
         model.save(tmp_path)
-    model.partial_fit(x[:3], np.array([99, 99, 99]))
-    model.save(tmp_path, overwrite=True)
-    assert len(list(tmp_path.glob("*.safetensors"))) == 1  # the old arrays file is gone
+    for label in (99, 100):
+        model.partial_fit(x[:3], np.array([label] * 3))
+        model.save(tmp_path, overwrite=True)
+    # the arrays of the current and the previous save stay; older ones are gone
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert not first & set(tmp_path.glob("*.safetensors"))
     assert not list(tmp_path.glob(".tmp-*"))
-    assert 99 in PrototypeClassifier.load(tmp_path).classes_
+    assert 100 in PrototypeClassifier.load(tmp_path).classes_
+
+
+def test_a_failed_save_leaves_the_saved_model_and_no_temporary_file(
+    blobs, tmp_path: Path, monkeypatch
+) -> None:
+    x, y = blobs
+    model = PrototypeClassifier().fit(x, y)
+    model.save(tmp_path)
+    before = sorted(tmp_path.iterdir())
+
+    def disk_full(*args) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("protoshot.classifier.os.replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.partial_fit(x[:1], [99]).save(tmp_path, overwrite=True)
+    assert sorted(tmp_path.iterdir()) == before
+    assert 99 not in PrototypeClassifier.load(tmp_path).classes_
+
+
+def test_a_reader_of_the_old_config_still_finds_its_arrays(blobs, tmp_path: Path) -> None:
+    x, y = blobs
+    PrototypeClassifier().fit(x, y).save(tmp_path)
+    old = json.loads((tmp_path / "config.json").read_text())
+    PrototypeClassifier().fit(x + 1, y).save(tmp_path, overwrite=True)
+    data = (tmp_path / old["arrays_file"]).read_bytes()  # another process, a save behind
+    assert hashlib.sha256(data).hexdigest() == old["arrays_sha256"]
+
+
+def test_load_reads_again_when_saves_replace_the_model_mid_read(
+    blobs, tmp_path: Path, monkeypatch
+) -> None:
+    x, y = blobs
+    models = [PrototypeClassifier().fit(x + shift, y + shift) for shift in (0, 100, 200)]
+    models[0].save(tmp_path)
+    read_config = protoshot.classifier._read_config
+    calls = []
+
+    def config_then_two_saves(path: Path) -> dict:
+        config = read_config(path)
+        if not calls:  # between this read and the arrays read, two saves land
+            models[1].save(tmp_path, overwrite=True)
+            models[2].save(tmp_path, overwrite=True)
+        calls.append(config["arrays_file"])
+        return config
+
+    monkeypatch.setattr(protoshot.classifier, "_read_config", config_then_two_saves)
+    assert PrototypeClassifier.load(tmp_path).classes_[0] == 200
+    assert len(calls) == 2
 
 
 def test_load_refuses_newer_format_corrupt_and_foreign_dirs(blobs, tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         The write is atomic: a new arrays file is written first, then ``config.json`` is replaced
         in one step, so a reader (or a crash) sees the old model or the new one, never a mix.
         """
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         check_is_fitted(self)
         path = Path(directory)
@@ -201,11 +201,11 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         arrays = {"sums": self.sums_, "counts": self.counts_}
         if self.center_ is not None:
             arrays["center"] = self.center_
-        tmp = _temp_file(path, ".safetensors")
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
-        digest = _sha256(tmp)
+        previous = _arrays_file_named_by(path)
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        digest = hashlib.sha256(data).hexdigest()
         arrays_name = f"prototypes-{digest[:16]}.safetensors"
-        os.replace(tmp, path / arrays_name)
+        _write_atomically(path / arrays_name, data)
         config = {
             "format_version": FORMAT_VERSION,
             "protoshot_version": _version(),
@@ -217,11 +217,13 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
             "n_features_in": int(self.n_features_in_),
             "metadata": self.metadata_,
         }
-        tmp = _temp_file(path, ".json")
-        Path(tmp).write_text(json.dumps(config, indent=2, ensure_ascii=False))
-        os.replace(tmp, path / CONFIG_FILE)
+        _write_atomically(
+            path / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode()
+        )
+        # the previous arrays stay one more save, for a reader that has just read the old config
+        keep = {arrays_name, previous}
         for stale in path.glob("prototypes-*.safetensors"):
-            if stale.name != arrays_name:
+            if stale.name not in keep:
                 stale.unlink(missing_ok=True)
         return path
 
@@ -230,14 +232,11 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         cls, directory: str | os.PathLike[str], *, device: str | None = None
     ) -> PrototypeClassifier:
         """Load a model written by :meth:`save` (safetensors + JSON; nothing is unpickled)."""
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         path = Path(directory)
-        config = _read_config(path)
-        arrays_path = path / str(config["arrays_file"])
-        if not arrays_path.is_file() or _sha256(arrays_path) != config["arrays_sha256"]:
-            raise ValueError(f"{arrays_path} is missing or does not match config.json's checksum")
-        arrays = load_file(arrays_path)
+        config, arrays_path, data = _read_checked(path)
+        arrays = load(data)
         model = cls(device=device, **config["params"])
         model.classes_ = np.asarray(config["classes"], dtype=np.dtype(config["classes_dtype"]))
         model.sums_, model.counts_ = arrays["sums"], arrays["counts"]
@@ -301,7 +300,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise FileNotFoundError(f"{path} is not a protoshot model: {CONFIG_FILE} is missing")
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(encoding="utf-8"))
         version = int(config["format_version"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{config_path} is not a valid protoshot model config: {err}") from err
@@ -314,14 +313,50 @@ def _read_config(path: Path) -> dict[str, Any]:
     return dict(config)
 
 
-def _temp_file(directory: Path, suffix: str) -> str:
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    return name
+def _read_checked(path: Path, attempts: int = 3) -> tuple[dict[str, Any], Path, bytes]:
+    """``config.json``, and the bytes of the arrays file it names, checked against its checksum.
+
+    A save in another process between the two reads shows as a mismatch; reading again then
+    gives the new model, so only a file that stays wrong is an error.
+    """
+    for _ in range(attempts):
+        config = _read_config(path)
+        arrays_path = path / str(config["arrays_file"])
+        try:
+            data = arrays_path.read_bytes()
+        except FileNotFoundError:
+            continue
+        if hashlib.sha256(data).hexdigest() == config["arrays_sha256"]:
+            return config, arrays_path, data
+    raise ValueError(f"{arrays_path} is missing or does not match config.json's checksum")
 
 
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _arrays_file_named_by(path: Path) -> str | None:
+    """The arrays file the current ``config.json`` in ``path`` names, if it can be read."""
+    try:
+        return str(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))["arrays_file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` all or nothing, flushed to disk before and after the rename."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def _version() -> str:
