@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protoshot import METRICS, NORMALIZATIONS, EpisodeSampler, evaluate, evaluate_grid, mean_ci
+from protoshot import (
+    METRICS,
+    NORMALIZATIONS,
+    EpisodeSampler,
+    evaluate,
+    evaluate_grid,
+    evaluation,
+    mean_ci,
+)
+from protoshot._kernels import Gatherer
 from protoshot.evaluation import evaluate_episodes
 from tests.conftest import make_blobs
 from tests.reference import naive_accuracies
 
 
+@pytest.fixture(params=["fused", "torch"])
+def kernel(request, monkeypatch) -> str:
+    """Run a test with the CPU's fused kernel, then with the torch path that GPUs take."""
+    if request.param == "torch":
+        monkeypatch.setattr(evaluation, "Gatherer", functools.partial(Gatherer, fused=False))
+    return str(request.param)
+
+
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 @pytest.mark.parametrize("metric", METRICS)
-def test_batched_matches_naive_loop_exactly(metric: str, normalization: str, blobs) -> None:
+def test_batched_matches_naive_loop_exactly(
+    metric: str, normalization: str, blobs, kernel: str
+) -> None:
     x, y = blobs
     episodes = EpisodeSampler(y, n_way=5, n_shot=3, n_query=4, n_episodes=60, seed=1).sample()
     got = evaluate_episodes(
@@ -36,7 +57,7 @@ def test_batched_matches_naive_loop_exactly(metric: str, normalization: str, blo
     assert 0.2 < got.mean < 1.0  # informative data: neither chance nor trivially perfect
 
 
-def test_unbalanced_supports_match_naive_loop(blobs) -> None:
+def test_unbalanced_supports_match_naive_loop(blobs, kernel: str) -> None:
     x, y = blobs
     episodes = EpisodeSampler(y, n_way=4, n_shot=(1, 5), n_query=3, n_episodes=50, seed=2).sample()
     assert episodes.n_support is not None and len(np.unique(episodes.n_support)) > 1
@@ -49,12 +70,49 @@ def test_unbalanced_supports_match_naive_loop(blobs) -> None:
     assert got.config["n_shot"] == f"{episodes.n_support.min()}-5"
 
 
-def test_fixed_center_matches_naive_loop(blobs) -> None:
+@given(
+    rows=st.integers(1, 7),
+    n_refs=st.integers(1, 9),
+    dim=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_products_match_gather_then_bmm(rows: int, n_refs: int, dim: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    table = torch.from_numpy(rng.normal(size=(30, dim)))
+    index = torch.from_numpy(rng.integers(0, 30, size=(6, 3, rows)))
+    ways = rng.integers(0, 4, size=(6, 3))
+    refs = torch.from_numpy(rng.normal(size=(6, n_refs, dim)))
+    fused = Gatherer(table, fused=True).products(index, ways, refs)
+    naive = torch.bmm(table[index.reshape(6, -1)], refs.transpose(1, 2))
+    assert fused.shape == (6, 3 * rows, n_refs)
+    torch.testing.assert_close(fused, naive, rtol=1e-12, atol=1e-12)
+
+
+@given(
+    shots=st.integers(1, 6),
+    dim=st.integers(1, 40),
+    weighted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_bag_means_match_embedding_bag_and_naive(
+    shots: int, dim: int, weighted: bool, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    table = torch.from_numpy(rng.normal(size=(30, dim)))
+    index = torch.from_numpy(rng.integers(0, 30, size=(6, 3, shots)))
+    ways = rng.integers(0, 4, size=(6, 3))
+    weights = torch.from_numpy(rng.random((6, 3, shots))) if weighted else None
+    naive = table[index].mean(2) if weights is None else (table[index] * weights[..., None]).sum(2)
+    for fused in (True, False):
+        got = Gatherer(table, fused=fused).bag_means(index, ways, weights)
+        torch.testing.assert_close(got, naive, rtol=1e-12, atol=1e-12)
+
+
+def test_fixed_center_matches_naive_loop(blobs, kernel: str) -> None:
     x, y = blobs
     center = x[y < 4].mean(0)
     episodes = EpisodeSampler(y, n_shot=2, n_query=3, n_episodes=40, classes=range(4, 12)).sample()
     got = evaluate_episodes(x, episodes, normalizations=["cl2n"], center=center, dtype="float64")
-    import torch
 
     ref = naive_accuracies(
         x, episodes.support, episodes.query, normalization="cl2n", center=torch.as_tensor(center)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from protoshot.maths.distances import squared_norms
+
 
 class Gatherer:
     """Reads rows of an embedding table ``x`` [n, D] for chunks of episodes, reusing buffers.
@@ -14,12 +16,22 @@ class Gatherer:
     same memory every chunk avoids them (about 2x at D = 768, see ``benchmarks/episodes.py``).
     """
 
-    def __init__(self, x: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, *, fused: bool | None = None) -> None:
         self.x = x
-        self.sq_norms = (
-            x.to(torch.float64 if x.dtype == torch.float64 else torch.float32).pow(2).sum(-1)
+        # on a CPU, products come from the fused numba kernel (see protoshot._fused)
+        self.fused = (
+            x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            if fused is None
+            else fused
+        )
+        self.sq_norms = squared_norms(
+            x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         )
         self._buffers: dict[str, torch.Tensor] = {}
+        if self.fused:
+            from protoshot import _fused
+
+            _fused.set_threads(torch.get_num_threads())
 
     def take(
         self, name: str, index: torch.Tensor, source: torch.Tensor | None = None
@@ -32,8 +44,44 @@ class Gatherer:
             buf = self._buffers[name] = src.new_empty(size)
         return torch.index_select(src, 0, index, out=buf[: size[0]])
 
-    def products(self, index: np.ndarray, refs: torch.Tensor) -> torch.Tensor:
-        """``[E, R, M]`` products of the rows ``index`` [E, ...] (R per episode) with ``refs`` [E, M, D]."""
+    def bag_means(
+        self, index: torch.Tensor, ways: np.ndarray, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[E, N, D]`` means of the rows ``index`` [E, N, K], or sums weighted by ``weights``.
+
+        A fused gather-and-add: the rows are never copied out of the table.
+        """
+        e, n, k = index.shape
+        if weights is None:
+            weights = torch.full((e, n, k), 1.0 / k, dtype=self.x.dtype, device=self.x.device)
+        weights = weights.to(self.x.dtype)
+        if self.fused:
+            from protoshot import _fused
+
+            return torch.from_numpy(
+                _fused.bag_sums(self.x.numpy(), index.numpy(), ways, weights.numpy())
+            )
+        sums = torch.nn.functional.embedding_bag(
+            index.reshape(e * n, k),
+            self.x,
+            mode="sum",
+            per_sample_weights=weights.reshape(e * n, k),
+        )
+        return sums.view(e, n, -1)
+
+    def products(self, index: torch.Tensor, ways: np.ndarray, refs: torch.Tensor) -> torch.Tensor:
+        """``[E, N * Q, M]`` products of the rows ``index`` [E, N, Q] with ``refs`` [E, M, D].
+
+        ``ways`` [E, N] gives the class of each way, so the fused kernel can visit them class by
+        class.
+        """
+        if self.fused:
+            from protoshot import _fused
+
+            out = _fused.gather_products(
+                self.x.numpy(), index.numpy(), ways, refs.contiguous().numpy()
+            )
+            return torch.from_numpy(out)
         e = index.shape[0]
-        rows = self.take("products", torch.from_numpy(index).to(self.x.device).reshape(-1))
+        rows = self.take("products", index.reshape(-1))
         return torch.bmm(rows.view(e, -1, self.x.shape[1]), refs.transpose(1, 2))

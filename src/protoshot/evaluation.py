@@ -22,9 +22,8 @@ from protoshot._device import best_device, parse_dtype
 from protoshot._kernels import Gatherer
 from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
 from protoshot.episodes import Episodes, EpisodeSampler
-from protoshot.maths.distances import METRICS, scores_from_products
-from protoshot.maths.normalize import EPS, NORMALIZATIONS, l2_normalize, support_mean
-from protoshot.maths.prototypes import episode_prototypes
+from protoshot.maths.distances import METRICS, scores_from_products, squared_norms
+from protoshot.maths.normalize import EPS, NORMALIZATIONS
 
 CI_METHODS = ("normal", "t")
 
@@ -146,40 +145,28 @@ def _accuracies(
 
     The queries are the bulk of the data, so they are read once: normalising a query is an affine
     map ``a_q (q - c)``, hence every configuration's scores follow from the raw products of the
-    queries with all configurations' prototypes and centres, taken in one batched matrix product.
-    The support side (small) is normalised explicitly with the shared maths core.
+    queries with all configurations' prototypes and centres, taken in one pass. The support side
+    uses the same fact: a normalised prototype is a weighted sum of raw support rows (see
+    :func:`_prototypes`), so no support embedding is ever copied out of the table.
     """
     e, n, q = len(episodes), episodes.n_way, episodes.n_query
     x = rows.x
-    d, dev = x.shape[1], x.device
-    qry_idx = torch.from_numpy(episodes.query).to(dev).reshape(-1)
-    q_sq = rows.take("q_sq", qry_idx, rows.sq_norms).view(e, n * q)
-    sup_idx = torch.from_numpy(episodes.support).to(dev).reshape(-1)
-    support = rows.take("support", sup_idx).view(e, n, episodes.n_shot, d)
+    dev = x.device
+    query = torch.from_numpy(episodes.query).to(dev)
+    q_sq = rows.take("q_sq", query.reshape(-1), rows.sq_norms).view(e, n * q)
+    support = torch.from_numpy(episodes.support).to(dev)
     n_support = None if episodes.n_support is None else torch.from_numpy(episodes.n_support).to(dev)
 
     refs: list[torch.Tensor] = []
     parts: dict[tuple[int, str], tuple[int, torch.Tensor, torch.Tensor | None]] = {}
     for k, norm in dict.fromkeys((k, norm) for k, norm, _ in configs):
-        shots = support[:, :, :k]
-        c = None
-        if norm == "cl2n":
-            c = (
-                support_mean(shots, n_support).view(e, 1, d)
-                if center is None
-                else center.expand(e, 1, d)
-            )
-        s = (
-            shots
-            if norm == "none"
-            else l2_normalize(shots if c is None else shots - c.unsqueeze(1))
-        )
-        protos = episode_prototypes(s, n_support)
+        protos, c = _prototypes(rows, episodes, support[:, :, :k], n_support, norm, center)
         parts[k, norm] = (sum(r.shape[1] for r in refs), protos, c)
         refs += [protos] if c is None else [protos, c]
     # low-precision products (bf16 / fp16 on GPUs) are combined in float32
     acc = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
-    products = rows.products(episodes.query, torch.cat(refs, dim=1)).to(acc)
+    all_refs = refs[0] if len(refs) == 1 else torch.cat(refs, dim=1)
+    products = rows.products(query, episodes.ways, all_refs).to(acc)
 
     target = torch.arange(n, device=dev).repeat_interleave(q)
     out = torch.empty(len(configs), e, device=dev, dtype=torch.int64)
@@ -190,14 +177,59 @@ def _accuracies(
         if c is not None:  # (q - c).p = q.p - c.p and |q - c|^2 = |q|^2 - 2 q.c + |c|^2
             qc = products[..., col + n]
             qp = qp - torch.bmm(c, protos.transpose(1, 2)).to(acc)
-            base_sq = (q_sq - 2.0 * qc + c.to(acc).pow(2).sum(-1)).clamp_min(0.0)
+            base_sq = (q_sq - 2.0 * qc + squared_norms(c.to(acc))).clamp_min(0.0)
         if norm != "none":  # the query's L2 normalisation scales its products
             inv = 1.0 / base_sq.sqrt().clamp_min(EPS)
             qp, base_sq = qp * inv.unsqueeze(-1), base_sq * inv.square()
-        p_sq = protos.to(acc).pow(2).sum(-1)
+        p_sq = squared_norms(protos.to(acc))
         pred = scores_from_products(qp, base_sq, p_sq, metric).argmax(-1)
         out[row] = (pred == target).sum(-1)
     return out
+
+
+def _prototypes(
+    rows: Gatherer,
+    episodes: Episodes,
+    support: torch.Tensor,
+    n_support: torch.Tensor | None,
+    norm: str,
+    center: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prototypes ``[E, N, D]`` of ``support`` indices ``[E, N, K]``, and the cl2n centre ``[E, 1, D]``.
+
+    Normalising a support row is ``(x - c) / |x - c|``, so a prototype is the weighted sum
+    ``sum_s w_s x_s - c sum_s w_s`` with ``w_s = 1 / (K |x_s - c|)``, where
+    ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2`` needs only the table's squared norms and the products
+    with the centre. Each sum is one fused gather-and-add over the table.
+    """
+    e, n, k = support.shape
+    x = rows.x
+    mask = None  # balanced: every shot counts; unbalanced: the first n_support of each class
+    if n_support is not None:
+        mask = (torch.arange(k, device=x.device) < n_support.unsqueeze(-1)).to(rows.sq_norms.dtype)
+    c = None
+    if norm == "cl2n":
+        c = (
+            center.expand(e, -1)
+            if center is not None
+            else rows.bag_means(
+                support.reshape(e, 1, n * k),
+                episodes.ways[:, :1],
+                None if mask is None else (mask / mask.sum((1, 2), keepdim=True)).view(e, 1, -1),
+            ).squeeze(1)
+        ).unsqueeze(1)
+    weights = None if mask is None else mask / mask.sum(-1, keepdim=True)
+    if norm != "none":
+        sq = rows.sq_norms[support]
+        if c is not None:
+            xc = rows.products(support, episodes.ways, c).view(e, n, k).to(sq.dtype)
+            sq = sq - 2.0 * xc + squared_norms(c.to(sq.dtype)).unsqueeze(-1)
+        inv_norm = 1.0 / sq.clamp_min(0.0).sqrt().clamp_min(EPS)
+        weights = inv_norm / k if weights is None else weights * inv_norm
+    protos = rows.bag_means(support, episodes.ways, weights)
+    if c is not None and weights is not None:
+        protos.addcmul_(c, weights.sum(-1, keepdim=True).to(x.dtype), value=-1.0)
+    return protos, c
 
 
 def evaluate_episodes(
@@ -230,7 +262,7 @@ def evaluate_episodes(
         Fixed centre for ``"cl2n"`` (e.g. the base classes' mean); default each episode's support mean.
     chunk_size : int, optional
         Episodes computed at once; peak memory grows linearly with it, not with the episode
-        count. By default as many as keep the gathered embeddings of a chunk near 16 MiB.
+        count. By default as many as keep a chunk's prototypes near 64 MiB.
     device, dtype
         Where and in which precision to compute (``"bfloat16"`` / ``"float16"`` for GPUs).
     ci : {"normal", "t"}
@@ -300,14 +332,14 @@ def _configs(
     return list(itertools.product(sorted(set(shots)), dict.fromkeys(norms), dict.fromkeys(metrics)))
 
 
-_CHUNK_BYTES = 16 * 2**20
+_CHUNK_BYTES = 64 * 2**20
 
 
 def _auto_chunk(block: Episodes, x: torch.Tensor) -> int:
-    """Episodes whose gathered rows take about 16 MiB: large enough to amortise the per-chunk
-    overhead, small enough to stay near the caches (and, measured, to keep the CPU allocator
-    from holding on to freed memory)."""
-    rows = block.n_way * (block.n_shot + block.n_query)
+    """Episodes whose prototypes and references take about 64 MiB: enough episodes per chunk
+    that each class recurs many times (the fused kernel then finds its rows in cache) and the
+    per-chunk overhead is amortised, while memory stays bounded (``benchmarks/episodes.py``)."""
+    rows = 2 * block.n_way
     return max(8, _CHUNK_BYTES // (rows * x.shape[1] * x.element_size()))
 
 

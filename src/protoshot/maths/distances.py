@@ -23,6 +23,11 @@ DEFAULT_TEMPERATURE = {"sqeuclidean": 1.0, "euclidean": 1.0, "cosine": 0.1, "dot
 UNIT_SPHERE_TEMPERATURE = {"sqeuclidean": 0.2, "euclidean": 0.1, "cosine": 0.1, "dot": 0.1}
 
 
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """``|x|^2`` over the last axis, without the full-size temporary of ``x.pow(2).sum(-1)``."""
+    return torch.linalg.vector_norm(x, dim=-1).square()
+
+
 def scores_from_products(
     qp: torch.Tensor, q_sq: torch.Tensor, p_sq: torch.Tensor, metric: str
 ) -> torch.Tensor:
@@ -45,7 +50,7 @@ def scores_from_products(
 def episode_scores(query: torch.Tensor, protos: torch.Tensor, metric: str) -> torch.Tensor:
     """Unchecked core of :func:`scores`: ``[E, Q, D]`` x ``[E, N, D]`` -> ``[E, Q, N]``."""
     qp = torch.bmm(query, protos.transpose(1, 2))
-    return scores_from_products(qp, query.pow(2).sum(-1), protos.pow(2).sum(-1), metric)
+    return scores_from_products(qp, squared_norms(query), squared_norms(protos), metric)
 
 
 def scores(query: ArrayLike, prototypes: ArrayLike, metric: str = "sqeuclidean") -> ArrayLike:
