@@ -22,39 +22,41 @@ def _gather_products(
 ) -> None:  # pragma: no cover - compiled
     """``out[p, r, m] = table[index[p, r]] . refs[p // ways, m]`` for pairs in ``order``.
 
-    Register-blocked: two rows against four references per pass over ``dim``, so each loaded
-    value feeds several multiply-adds. An odd last row is computed twice and written to itself;
-    ``out``'s last axis is ``M`` rounded up to 4, its extra columns repeat the last reference.
+    Register-blocked: three rows against three references per pass over ``dim`` (nine
+    accumulators and six loads fit AVX2's sixteen registers; measured faster than 2 x 4 and
+    3 x 4). Past the last row or reference the block repeats it, writing the same value twice.
     """
     pairs, rows = index.shape
     n_refs, dim = refs.shape[1], refs.shape[2]
     ways = pairs // refs.shape[0]
-    last = n_refs - 1
+    last_row, last_ref = rows - 1, n_refs - 1
     for i in numba.prange(pairs):
         pair = order[i]
         episode_refs = refs[pair // ways]
-        for r in range(0, rows, 2):
-            r_b = min(r + 1, rows - 1)
-            row_a, row_b = table[index[pair, r]], table[index[pair, r_b]]
-            for m in range(0, n_refs, 4):
-                ref_0, ref_1 = episode_refs[m], episode_refs[min(m + 1, last)]
-                ref_2, ref_3 = episode_refs[min(m + 2, last)], episode_refs[min(m + 3, last)]
+        for r0 in range(0, rows, 3):
+            r1, r2 = min(r0 + 1, last_row), min(r0 + 2, last_row)
+            row_a, row_b = table[index[pair, r0]], table[index[pair, r1]]
+            row_c = table[index[pair, r2]]
+            for m0 in range(0, n_refs, 3):
+                m1, m2 = min(m0 + 1, last_ref), min(m0 + 2, last_ref)
+                ref_0, ref_1, ref_2 = episode_refs[m0], episode_refs[m1], episode_refs[m2]
                 zero = row_a[0] - row_a[0]  # of the table's dtype: float32 stays float32
-                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+                a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = zero
                 for d in range(dim):
-                    u, v = row_a[d], row_b[d]
-                    a0 += u * ref_0[d]
-                    a1 += u * ref_1[d]
-                    a2 += u * ref_2[d]
-                    a3 += u * ref_3[d]
-                    b0 += v * ref_0[d]
-                    b1 += v * ref_1[d]
-                    b2 += v * ref_2[d]
-                    b3 += v * ref_3[d]
-                out[pair, r, m], out[pair, r, m + 1] = a0, a1
-                out[pair, r, m + 2], out[pair, r, m + 3] = a2, a3
-                out[pair, r_b, m], out[pair, r_b, m + 1] = b0, b1
-                out[pair, r_b, m + 2], out[pair, r_b, m + 3] = b2, b3
+                    u, v, w = row_a[d], row_b[d], row_c[d]
+                    g0, g1, g2 = ref_0[d], ref_1[d], ref_2[d]
+                    a0 += u * g0
+                    a1 += u * g1
+                    a2 += u * g2
+                    b0 += v * g0
+                    b1 += v * g1
+                    b2 += v * g2
+                    c0 += w * g0
+                    c1 += w * g1
+                    c2 += w * g2
+                out[pair, r0, m0], out[pair, r0, m1], out[pair, r0, m2] = a0, a1, a2
+                out[pair, r1, m0], out[pair, r1, m1], out[pair, r1, m2] = b0, b1, b2
+                out[pair, r2, m0], out[pair, r2, m1], out[pair, r2, m2] = c0, c1, c2
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -103,9 +105,9 @@ def gather_products(
     e, n, q = query.shape
     m = refs.shape[1]
     index = np.ascontiguousarray(query.reshape(e * n, q), dtype=np.int64)
-    out = np.empty((e * n, q, -(-m // 4) * 4), dtype=table.dtype)
+    out = np.empty((e * n, q, m), dtype=table.dtype)
     _gather_products(table, index, refs, _class_order(ways), out)
-    return out.reshape(e, n * q, -1)[..., :m]
+    return out.reshape(e, n * q, m)
 
 
 def _class_order(ways: np.ndarray) -> np.ndarray:
