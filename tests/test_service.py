@@ -33,6 +33,7 @@ import protoshot.cli._commands  # noqa: F401  (registers the commands)
 from protoshot.classifier import PrototypeClassifier
 from protoshot.cli import app as cli_app
 from protoshot.data import load_source
+from protoshot.folder_lock import LOCK_FILE, FolderInUseError
 from protoshot.model import FewShotModel
 from protoshot.pipeline import embedder_for
 from protoshot.service import create_app
@@ -134,7 +135,8 @@ def model_dir(fitted: Path, tmp_path: Path) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """The model's files (not the server's lock file)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != LOCK_FILE}
 
 
 @pytest.mark.slow
@@ -262,6 +264,20 @@ def test_an_update_that_cannot_be_saved_is_not_acknowledged(
         assert r.status_code == 500 and "could not be saved" in r.json()["detail"]
         assert httpx.delete(f"{url}/v1/classes/{next(iter(before))}").status_code == 500
         assert counts(url) == before
+
+
+@pytest.mark.slow
+def test_a_served_folder_is_refused_to_other_writers(model_dir: Path, cache_dir: Path) -> None:
+    with serving(model_dir, cache_dir) as url:
+        before = counts(url)
+        name = str(next(iter(before)))
+        with pytest.raises(FolderInUseError, match=r"in use by protoshot serve \(pid \d+\)"):
+            create_app(model_dir, cache=cache_dir)
+        result = CliRunner().invoke(cli_app, ["remove", str(model_dir), name])
+        assert result.exit_code == 1 and "in use by protoshot serve" in result.stderr
+        assert counts(url) == before
+    # the server let go of the folder when it stopped
+    assert CliRunner().invoke(cli_app, ["remove", str(model_dir), name]).exit_code == 0
 
 
 @pytest.mark.slow

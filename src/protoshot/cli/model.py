@@ -25,6 +25,7 @@ from protoshot.cli._common import (
     stderr,
     user_errors,
 )
+from protoshot.folder_lock import folder_lock
 
 FORMATS = ("table", "jsonl", "csv")
 ModelDir = Annotated[Path, typer.Argument(help="Model folder written by `protoshot fit`.")]
@@ -102,7 +103,9 @@ def fit_command(
         few = FewShotModel(
             embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
         )
-        few.fit(samples.items, samples.labels).save(output, overwrite=force)
+        few.fit(samples.items, samples.labels)
+        with folder_lock(output, "protoshot model fit"):
+            few.save(output, overwrite=force)
     counts = few.class_counts().values()
     stderr().print(
         f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
@@ -150,7 +153,7 @@ def add_command(
     no_cache: NoCacheOption = False,
 ) -> None:
     """Add examples of LABEL to a model without refitting (an exact update); saved atomically."""
-    with user_errors():
+    with user_errors(), folder_lock(model_dir, "protoshot model add"):
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         items, _ = read_inputs(inputs or [], text or [], few.embedder.modality)
         new = label not in {str(c) for c in few.classes}
@@ -166,7 +169,7 @@ def remove_command(
     labels: Annotated[list[str], typer.Argument(help="Classes to remove.")],
 ) -> None:
     """Remove classes from a model (an exact update); saved atomically."""
-    with user_errors():
+    with user_errors(), folder_lock(model_dir, "protoshot model remove"):
         from protoshot import PrototypeClassifier
 
         classifier = PrototypeClassifier.load(model_dir)
@@ -199,7 +202,7 @@ def calibrate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Choose the 'unknown' threshold for a target false-accept rate, and save it in the model."""
-    with user_errors():
+    with user_errors(), folder_lock(model_dir, "protoshot model calibrate"):
         from dataclasses import asdict
 
         from protoshot.data import load_source

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from protoshot import __version__
+from protoshot.folder_lock import FolderLock
 from protoshot.model import FewShotModel
 from protoshot.service.batching import MicroBatcher
 from protoshot.service.body_limit import BodyLimit
@@ -101,7 +102,8 @@ def create_app(
     ----------
     model_dir : path
         Written by ``protoshot fit`` or :meth:`FewShotModel.save`; updates are saved back to it.
-        Serve a folder from one process only: each process keeps its own copy of the model.
+        The app holds the folder (see :mod:`protoshot.folder_lock`) until it shuts down, so a
+        second server or a ``protoshot model`` update of the same folder is refused.
     device, cache
         Passed to :meth:`FewShotModel.load`.
     max_batch : int
@@ -113,8 +115,11 @@ def create_app(
     ------
     FileNotFoundError, ValueError
         If ``model_dir`` holds no model, a corrupt one, or one from a newer protoshot.
+    FolderInUseError
+        If another process serves or updates ``model_dir``.
     """
     state = _State(FewShotModel.load(model_dir, device=device, cache=cache), model_dir)
+    lock = FolderLock(model_dir, "protoshot serve")
     # the embedder never changes (updates swap the classifier), so one batcher serves all models
     batcher = MicroBatcher(state.model.embed, max_items=max_batch)
 
@@ -122,6 +127,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.close()
+        lock.release()
 
     app = FastAPI(
         title="protoshot",
