@@ -5,6 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import protoshot
 from protoshot import (
     METRICS,
     NORMALIZATIONS,
@@ -106,6 +112,31 @@ def test_fused_bag_means_match_embedding_bag_and_naive(
     for fused in (True, False):
         got = Gatherer(table, fused=fused).bag_means(index, ways, weights)
         torch.testing.assert_close(got, naive, rtol=1e-12, atol=1e-12)
+
+
+def test_kernels_compile_where_no_cache_folder_can_be_written(tmp_path: Path) -> None:
+    """A read-only install without a writable home: compiled per process instead of failing."""
+    package = Path(protoshot.__file__).parent
+    copy = shutil.copytree(package, tmp_path / "protoshot", ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.rmtree(copy / "__pycache__", ignore_errors=True)
+    (copy / "__pycache__").write_text("")  # a file: no cache folder inside the package
+    unwritable = "/dev/null/cache"  # nothing can be created below a device file
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1",
+           "NUMBA_CACHE_DIR": unwritable, "XDG_CACHE_HOME": unwritable, "HOME": "/dev/null"}  # fmt: skip
+    code = (
+        "import numpy as np, protoshot\n"
+        "from protoshot import evaluate\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.normal(size=(60, 8)) + np.repeat(rng.normal(size=(6, 8)) * 3, 10, axis=0)\n"
+        "print(protoshot.__file__, evaluate(x, np.repeat(np.arange(6), 10), n_query=3).mean)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == str(copy / "__init__.py")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)) + np.repeat(rng.normal(size=(6, 8)) * 3, 10, axis=0)
+    assert float(out[1]) == evaluate(x, np.repeat(np.arange(6), 10), n_query=3).mean
 
 
 def test_fixed_center_matches_naive_loop(blobs, kernel: str) -> None:

@@ -7,16 +7,28 @@ blocked in registers.
 The (episode, way) pairs are visited class by class: a class's rows are read by every episode
 that has it, so they are still in cache for the next one. ``benchmarks/episodes.py`` measures it.
 
-Compiled by numba on first use and cached on disk (``cache=True``), so later processes load it.
+Compiled by numba on first use and cached on disk, so later processes load it; where no cache
+folder can be written (a read-only install without a writable home), compiled once per process.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _compiled(function: Callable[..., None]) -> Any:
+    """``numba.njit`` with parallel loops, cached on disk where numba finds a writable place."""
+    try:
+        return numba.njit(function, parallel=True, fastmath=True, nogil=True, cache=True)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(function, parallel=True, fastmath=True, nogil=True)
+
+
+@_compiled
 def _gather_products(
     table: np.ndarray, index: np.ndarray, refs: np.ndarray, order: np.ndarray, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -59,7 +71,7 @@ def _gather_products(
                 out[pair, r2, m0], out[pair, r2, m1], out[pair, r2, m2] = c0, c1, c2
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@_compiled
 def _bag_sums(
     table: np.ndarray, index: np.ndarray, weights: np.ndarray, order: np.ndarray, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
