@@ -9,16 +9,17 @@ from protoshot.maths.distances import squared_norms
 
 
 class Gatherer:
-    """Reads rows of an embedding table ``x`` [n, D] for chunks of episodes, reusing buffers.
+    """Reads rows of an embedding table ``x`` [n, D] for chunks of episodes.
 
-    On a CPU the table rarely fits in cache, so memory traffic sets the pace: fresh
-    multi-megabyte tensors per chunk cost page faults that dominate, and gathering into the
-    same memory every chunk avoids them (about 2x at D = 768, see ``benchmarks/episodes.py``).
+    Two operations carry the evaluator: weighted sums of rows (prototypes) and products of rows
+    with each episode's references (scores). On a CPU both are fused numba kernels
+    (:mod:`protoshot._fused`) that read each row straight from the table; elsewhere (GPUs,
+    bfloat16) they are ``embedding_bag`` and ``index_select`` + ``bmm``, gathering into buffers
+    reused across chunks, since fresh multi-megabyte tensors per chunk cost page faults.
     """
 
     def __init__(self, x: torch.Tensor, *, fused: bool | None = None) -> None:
         self.x = x
-        # on a CPU, products come from the fused numba kernel (see protoshot._fused)
         self.fused = (
             x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             if fused is None
