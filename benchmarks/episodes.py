@@ -8,8 +8,9 @@
 
 All three see the same 10,000 episodes (5-way, 15 queries per class) drawn from synthetic
 embeddings of 200 classes x 100 samples; their accuracies must agree. Each is timed as the best
-of 3 runs (on a shared machine, noise only ever adds time). A second part measures the
-peak memory of 100,000 episodes at D = 768 in a fresh process.
+of 3 runs (on a shared machine, noise only ever adds time). Then, in fresh processes: the first
+``evaluate`` with the kernels compiling and with them cached, and the peak memory of 100,000
+episodes at D = 768.
 
     python benchmarks/episodes.py [--episodes 10000] [--json out.json]
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -182,6 +185,33 @@ print(peak / 2**20, result.results[0].mean)
 """
 
 
+_STARTUP_CHILD = """
+import time
+import numpy as np
+from protoshot import evaluate
+x = np.random.default_rng(0).normal(size=(400, 32)).astype(np.float32)
+start = time.perf_counter()
+evaluate(x, np.repeat(np.arange(20), 20), n_episodes=10)
+print(time.perf_counter() - start)
+"""
+
+
+def kernel_startup() -> dict:
+    """Seconds of a process's first ``evaluate``: compiling the kernels, then loading them cached."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        first, cached = (
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", _STARTUP_CHILD], env=env, capture_output=True,
+                    text=True, check=True,
+                ).stdout
+            )
+            for _ in range(2)
+        )  # fmt: skip
+    return {"compile_s": first, "cached_s": cached}
+
+
 def peak_memory() -> dict:
     out = subprocess.run(
         [sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True, check=True
@@ -208,6 +238,11 @@ def main() -> None:
         f"{grid['episodes']:,} episodes: naive loops {grid['naive_s']:.1f} s, protoshot {grid['protoshot_s']:.2f} s "
         f"({grid['speedup']:.0f}x)"
     )
+    startup = kernel_startup()
+    print(
+        f"first evaluate in a process: {startup['compile_s']:.1f} s when the kernels compile "
+        f"(once per machine), {startup['cached_s']:.2f} s when numba's disk cache has them"
+    )
     mem = peak_memory()
     print(
         f"peak memory, 100,000 5-way 5-shot episodes at D = 768: {mem['peak_rss_gib']:.2f} GiB RSS "
@@ -215,7 +250,7 @@ def main() -> None:
     )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"speed": rows, "grid": grid, "memory": mem}, f, indent=2)
+            json.dump({"speed": rows, "grid": grid, "startup": startup, "memory": mem}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""The CPU kernel of the evaluator: gather query rows and take their products in one pass.
+"""The evaluator's CPU kernels: rows read straight from the table into products and sums.
 
 Gathering the queries of a chunk of episodes into a buffer and then calling ``bmm`` reads every
 query row twice and runs thousands of matrix products with ~5 columns, which BLAS does slowly.
-This kernel reads each row once, straight from the table, into the few dot products it needs,
-blocked in registers.
-The (episode, way) pairs are visited class by class: a class's rows are read by every episode
-that has it, so they are still in cache for the next one. ``benchmarks/episodes.py`` measures it.
+``gather_products`` reads each row once into the few dot products it needs, blocked in
+registers; ``bag_sums`` builds prototypes as weighted sums of rows the same way. The
+(episode, way) pairs are visited class by class: a class's rows are read by every episode that
+has it, so they are still in cache for the next one. ``benchmarks/episodes.py`` measures them.
 
 Compiled by numba on first use and cached on disk, so later processes load it; where no cache
 folder can be written (a read-only install without a writable home), compiled once per process.

@@ -334,8 +334,8 @@ def _read_checked(path: Path, attempts: int = 3) -> tuple[dict[str, Any], Path, 
 def _arrays_file_named_by(path: Path) -> str | None:
     """The arrays file the current ``config.json`` in ``path`` names, if it can be read."""
     try:
-        return str(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))["arrays_file"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(_read_config(path)["arrays_file"])
+    except (OSError, ValueError, KeyError):
         return None
 
 

@@ -31,8 +31,7 @@ class FolderLock:
 
     def __init__(self, folder: str | os.PathLike[str], holder: str) -> None:
         """Take the lock for ``holder`` (e.g. ``"protoshot serve"``), or raise FolderInUseError."""
-        self.path = Path(folder) / LOCK_FILE
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is None:  # pragma: no cover - Windows
             return
         try:
