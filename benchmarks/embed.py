@@ -162,7 +162,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    root = data_dir()
+    # a development script: the repository's sibling data folder unless told otherwise
+    root = data_dir(
+        os.environ.get("PROTOSHOT_DATA_DIR") or Path(__file__).parents[2] / "shared" / "data"
+    )
     test = load_source("banking77:test", root=root)
     rng = np.random.default_rng(0)
     sample = [test.items[i] for i in rng.permutation(len(test))[: args.texts]]

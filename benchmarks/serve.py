@@ -30,7 +30,8 @@ from protoshot.pipeline import embedder_for
 
 
 def fit_model(folder: Path, cache: Path) -> tuple[Path, list[str]]:
-    train, test = load_benchmark("banking77", "train"), load_benchmark("banking77", "test")
+    root = os.environ.get("PROTOSHOT_DATA_DIR") or Path(__file__).parents[2] / "shared" / "data"
+    train, test = (load_benchmark("banking77", split, root=root) for split in ("train", "test"))
     support = [i for c in np.unique(train.labels) for i in np.flatnonzero(train.labels == c)[:10]]
     model = FewShotModel(embedder_for("minilm"), cache=cache)
     model.fit([train.items[i] for i in support], train.labels[support]).save(folder / "model")

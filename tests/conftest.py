@@ -17,6 +17,8 @@ DATA_DIR = Path(
         "PROTOSHOT_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
     )
 )
+# the library never guesses a data folder: tests that rely on the default find the shared copy
+os.environ.setdefault("PROTOSHOT_DATA_DIR", str(DATA_DIR))
 
 
 @pytest.fixture

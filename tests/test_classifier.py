@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,9 +13,7 @@ from hypothesis import strategies as st
 from sklearn.neighbors import NearestCentroid
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import protoshot.classifier
 from protoshot import METRICS, NORMALIZATIONS, PrototypeClassifier
-from protoshot.classifier import FORMAT_VERSION
 from tests.conftest import make_blobs
 from tests.reference import naive_predict
 
@@ -136,100 +133,6 @@ def test_save_load_round_trip_is_identical(labels, blobs, tmp_path: Path) -> Non
     assert loaded.metadata_ == model.metadata_
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert files[0] == "config.json" and files[1].endswith(".safetensors") and len(files) == 2
-
-
-def test_save_is_atomic_and_refuses_to_overwrite(blobs, tmp_path: Path) -> None:
-    x, y = blobs
-    model = PrototypeClassifier().fit(x, y)
-    model.save(tmp_path)
-    first = set(tmp_path.glob("*.safetensors"))
-    with pytest.raises(FileExistsError, match="already holds a model; pass overwrite=True"):
-        model.save(tmp_path)
-    for label in (99, 100):
-        model.partial_fit(x[:3], np.array([label] * 3))
-        model.save(tmp_path, overwrite=True)
-    # the arrays of the current and the previous save stay; older ones are gone
-    assert len(list(tmp_path.glob("*.safetensors"))) == 2
-    assert not first & set(tmp_path.glob("*.safetensors"))
-    assert not list(tmp_path.glob(".tmp-*"))
-    assert 100 in PrototypeClassifier.load(tmp_path).classes_
-
-
-def test_a_failed_save_leaves_the_saved_model_and_no_temporary_file(
-    blobs, tmp_path: Path, monkeypatch
-) -> None:
-    x, y = blobs
-    model = PrototypeClassifier().fit(x, y)
-    model.save(tmp_path)
-    before = sorted(tmp_path.iterdir())
-
-    def disk_full(*args) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr("protoshot.classifier.os.replace", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        model.partial_fit(x[:1], [99]).save(tmp_path, overwrite=True)
-    assert sorted(tmp_path.iterdir()) == before
-    assert 99 not in PrototypeClassifier.load(tmp_path).classes_
-
-
-def test_a_reader_of_the_old_config_still_finds_its_arrays(blobs, tmp_path: Path) -> None:
-    x, y = blobs
-    PrototypeClassifier().fit(x, y).save(tmp_path)
-    old = json.loads((tmp_path / "config.json").read_text())
-    PrototypeClassifier().fit(x + 1, y).save(tmp_path, overwrite=True)
-    data = (tmp_path / old["arrays_file"]).read_bytes()  # another process, a save behind
-    assert hashlib.sha256(data).hexdigest() == old["arrays_sha256"]
-
-
-def test_load_reads_again_when_saves_replace_the_model_mid_read(
-    blobs, tmp_path: Path, monkeypatch
-) -> None:
-    x, y = blobs
-    models = [PrototypeClassifier().fit(x + shift, y + shift) for shift in (0, 100, 200)]
-    models[0].save(tmp_path)
-    read_config = protoshot.classifier._read_config
-    calls = []
-
-    saving = []  # the saves read the config too; only the load's reads are counted
-
-    def config_then_two_saves(path: Path) -> dict:
-        config = read_config(path)
-        if saving:
-            return config
-        if not calls:  # between this read and the arrays read, two saves land
-            saving.append(True)
-            models[1].save(tmp_path, overwrite=True)
-            models[2].save(tmp_path, overwrite=True)
-            saving.clear()
-        calls.append(config["arrays_file"])
-        return config
-
-    monkeypatch.setattr(protoshot.classifier, "_read_config", config_then_two_saves)
-    assert PrototypeClassifier.load(tmp_path).classes_[0] == 200
-    assert len(calls) == 2
-
-
-def test_load_refuses_newer_format_corrupt_and_foreign_dirs(blobs, tmp_path: Path) -> None:
-    x, y = blobs
-    PrototypeClassifier().fit(x, y).save(tmp_path / "m")
-    config_path = tmp_path / "m" / "config.json"
-    config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "format_version": FORMAT_VERSION + 1}))
-    with pytest.raises(ValueError, match=f"model format {FORMAT_VERSION + 1} by a newer protoshot"):
-        PrototypeClassifier.load(tmp_path / "m")
-    config_path.write_text(json.dumps(config))
-    arrays = tmp_path / "m" / config["arrays_file"]
-    arrays.write_bytes(arrays.read_bytes()[:-8] + b"garbage!")
-    with pytest.raises(ValueError, match=r"does not match config\.json.s checksum"):
-        PrototypeClassifier.load(tmp_path / "m")
-    with pytest.raises(
-        FileNotFoundError, match=r"is not a protoshot model: config\.json is missing"
-    ):
-        PrototypeClassifier.load(tmp_path)
-    config_path.write_text("{not json")
-    with pytest.raises(ValueError, match="not a valid protoshot model config"):
-        PrototypeClassifier.load(tmp_path / "m")
 
 
 def test_classifier_bad_input(blobs) -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import protoshot.cli._commands  # noqa: F401  (registers the commands)
 from protoshot.cli import app
 from protoshot.data import EmbeddingTable
-from protoshot.reports import json_schema
+from protoshot.evaluation.reports import json_schema
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

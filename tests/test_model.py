@@ -116,3 +116,20 @@ def test_save_load_recreates_embedder_and_refuses_other_weights(
         numbered.remove_classes(["seven"])
     with pytest.raises(ValueError, match=r"threshold is a probability in \[0, 1\]"):
         FewShotModel(minilm, threshold=2.0)
+
+
+def test_a_copy_changes_alone_and_embeddings_add_like_items(
+    banking, minilm, cache_dir: Path
+) -> None:
+    texts, labels = banking
+    support, _ = split(texts, labels, 3)
+    items, y = [texts[i] for i in support], labels[support]
+    model = FewShotModel(minilm, cache=cache_dir, threshold=0.3).fit(items[:9], y[:9])
+    copy = model.copy()
+    copy.add_embeddings(model.embed(items[9:]), y[9:])
+    assert model.class_counts() != copy.class_counts() and len(model.classes) == 3
+    assert copy.embedder is model.embedder and copy.threshold == 0.3
+    direct = (
+        FewShotModel(minilm, cache=cache_dir).fit(items[:9], y[:9]).add_examples(items[9:], y[9:])
+    )
+    np.testing.assert_array_equal(copy.classifier.sums_, direct.classifier.sums_)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from protoshot import METRICS, NORMALIZATIONS
-from protoshot.protocols import all_class_kshot, omniglot_runs, read_omniglot_runs
+from protoshot.evaluation.protocols import all_class_kshot, omniglot_runs, read_omniglot_runs
 from tests.conftest import DATA_DIR, make_blobs
 from tests.reference import naive_predict
 

@@ -33,11 +33,11 @@ import protoshot.cli._commands  # noqa: F401  (registers the commands)
 from protoshot.classifier import PrototypeClassifier
 from protoshot.cli import app as cli_app
 from protoshot.data import load_source
-from protoshot.folder_lock import LOCK_FILE, FolderInUseError
 from protoshot.model import FewShotModel
 from protoshot.pipeline import embedder_for
 from protoshot.service import create_app
 from protoshot.service.batching import MicroBatcher
+from protoshot.store import LOCK_FILE, FolderInUseError
 from tests.conftest import DATA_DIR
 
 Banking = tuple[list[str], np.ndarray]

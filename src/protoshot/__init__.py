@@ -27,6 +27,7 @@ _EXPORTS = {
     "Episodes": "protoshot.episodes",
     "evaluate": "protoshot.evaluation",
     "evaluate_grid": "protoshot.evaluation",
+    "evaluate_episodes": "protoshot.evaluation",
     "mean_ci": "protoshot.evaluation",
     "EvalResult": "protoshot.evaluation",
     "GridResult": "protoshot.evaluation",
@@ -38,7 +39,14 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from protoshot.classifier import PrototypeClassifier
     from protoshot.episodes import Episodes, EpisodeSampler
-    from protoshot.evaluation import EvalResult, GridResult, evaluate, evaluate_grid, mean_ci
+    from protoshot.evaluation import (
+        EvalResult,
+        GridResult,
+        evaluate,
+        evaluate_episodes,
+        evaluate_grid,
+        mean_ci,
+    )
     from protoshot.maths import (
         METRICS,
         NORMALIZATIONS,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-ArrayLike = Any  # numpy array, torch tensor or nested sequence of numbers
+#: What the maths API accepts: a numpy array, a torch tensor or a nested sequence of numbers.
+ArrayLike: TypeAlias = npt.ArrayLike | torch.Tensor
 
 
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -17,6 +19,18 @@ def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
     return value
+
+
+def positive_int(value: Any, name: str, *, from_text: bool = False) -> int:
+    """``value`` as a positive int, or a ValueError naming ``name``.
+
+    ``from_text=True`` also takes digit strings, for values that come from a spec or the CLI.
+    """
+    if from_text and isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def as_float_tensor(

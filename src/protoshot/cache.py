@@ -366,3 +366,25 @@ class EmbeddingCache:
             "SELECT id, dim FROM models WHERE fingerprint = ?", (fingerprint,)
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else None
+
+
+#: Where embeddings are cached: an open cache, its folder, ``True`` for the user's cache
+#: (``$PROTOSHOT_CACHE_DIR`` or ``~/.cache/protoshot``), or ``None`` / ``False`` for none.
+CacheArg = EmbeddingCache | str | os.PathLike[str] | bool | None
+
+
+@contextmanager
+def open_cache(cache: CacheArg) -> Iterator[EmbeddingCache | None]:
+    """The cache a :data:`CacheArg` names, open for the ``with`` block (``None``: no cache)."""
+    if cache is None or cache is False:
+        yield None
+    elif isinstance(cache, EmbeddingCache):
+        yield cache
+    elif cache is True or isinstance(cache, (str, os.PathLike)):
+        with EmbeddingCache(None if cache is True else cache) as store:
+            yield store
+    else:
+        raise TypeError(
+            f"cache must be an EmbeddingCache, a directory, True or None, "
+            f"got {type(cache).__name__}"
+        )

@@ -7,10 +7,7 @@ are exact, cheap updates, and it saves to safetensors + JSON (never pickle).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from protoshot import store
 from protoshot._device import best_device
 from protoshot._validation import check_choice
 from protoshot.labels import check_label_kinds, encode_labels
@@ -31,9 +29,8 @@ from protoshot.maths.distances import (
     episode_scores,
 )
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
+from protoshot.maths.prototypes import class_sums_tensors
 
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
 _PARAMS = ("metric", "normalization", "temperature")
 
 
@@ -184,59 +181,31 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the model to ``directory``: arrays in safetensors, everything else in ``config.json``.
+        """Write the model to ``directory``: arrays in safetensors, everything else in JSON.
 
-        The write is atomic: a new arrays file is written first, then ``config.json`` is replaced
-        in one step, so a reader (or a crash) sees the old model or the new one, never a mix.
+        The write is atomic and durable (see :mod:`protoshot.store`): a reader, or a crash, sees
+        the old model or the new one, never a mix.
         """
-        from safetensors.numpy import save
-
         check_is_fitted(self)
-        path = Path(directory)
-        if (path / CONFIG_FILE).exists() and not overwrite:
-            raise FileExistsError(
-                f"{path} already holds a model; pass overwrite=True to replace it"
-            )
-        path.mkdir(parents=True, exist_ok=True)
         arrays = {"sums": self.sums_, "counts": self.counts_}
         if self.center_ is not None:
             arrays["center"] = self.center_
-        previous = _arrays_file_named_by(path)
-        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
-        digest = hashlib.sha256(data).hexdigest()
-        arrays_name = f"prototypes-{digest[:16]}.safetensors"
-        _write_atomically(path / arrays_name, data)
         config = {
-            "format_version": FORMAT_VERSION,
-            "protoshot_version": _version(),
-            "arrays_file": arrays_name,
-            "arrays_sha256": digest,
             "params": {name: getattr(self, name) for name in _PARAMS},
             "classes": self.classes_.tolist(),
             "classes_dtype": self.classes_.dtype.str,
             "n_features_in": int(self.n_features_in_),
             "metadata": self.metadata_,
         }
-        _write_atomically(
-            path / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode()
-        )
-        # the previous arrays stay one more save, for a reader that has just read the old config
-        keep = {arrays_name, previous}
-        for stale in path.glob("prototypes-*.safetensors"):
-            if stale.name not in keep:
-                stale.unlink(missing_ok=True)
-        return path
+        return store.write_model(directory, config, arrays, overwrite=overwrite)
 
     @classmethod
     def load(
         cls, directory: str | os.PathLike[str], *, device: str | None = None
     ) -> PrototypeClassifier:
         """Load a model written by :meth:`save` (safetensors + JSON; nothing is unpickled)."""
-        from safetensors.numpy import load
-
-        path = Path(directory)
-        config, arrays_path, data = _read_checked(path)
-        arrays = load(data)
+        stored = store.read_model(directory)
+        config, arrays = stored.config, stored.arrays
         model = cls(device=device, **config["params"])
         model.classes_ = np.asarray(config["classes"], dtype=np.dtype(config["classes_dtype"]))
         model.sums_, model.counts_ = arrays["sums"], arrays["counts"]
@@ -245,7 +214,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         model.metadata_ = dict(config.get("metadata") or {})
         if model.sums_.shape != (len(model.classes_), model.n_features_in_):
             raise ValueError(
-                f"{arrays_path} holds sums of shape {model.sums_.shape}, not matching config.json"
+                f"{stored.arrays_path} holds sums of shape {model.sums_.shape}, not matching config.json"
             )
         return model
 
@@ -286,80 +255,10 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         self, X: np.ndarray, codes: np.ndarray, n_classes: int
     ) -> tuple[np.ndarray, np.ndarray]:
         x = self._normalized(torch.tensor(X, dtype=torch.float64))
-        one_hot = torch.nn.functional.one_hot(torch.from_numpy(codes), n_classes).to(torch.float64)
-        return (one_hot.T @ x).numpy(), np.bincount(codes, minlength=n_classes).astype(np.int64)
+        sums, counts = class_sums_tensors(x[None], torch.from_numpy(codes)[None], n_classes)
+        return sums[0].numpy(), counts[0].numpy()
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.poor_score = False
         return tags
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    config_path = path / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{path} is not a protoshot model: {CONFIG_FILE} is missing")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        version = int(config["format_version"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{config_path} is not a valid protoshot model config: {err}") from err
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written in model format {version} by a newer protoshot "
-            f"({config.get('protoshot_version', '?')}); this version reads up to format "
-            f"{FORMAT_VERSION}: upgrade protoshot"
-        )
-    return dict(config)
-
-
-def _read_checked(path: Path, attempts: int = 3) -> tuple[dict[str, Any], Path, bytes]:
-    """``config.json``, and the bytes of the arrays file it names, checked against its checksum.
-
-    A save in another process between the two reads shows as a mismatch; reading again then
-    gives the new model, so only a file that stays wrong is an error.
-    """
-    for _ in range(attempts):
-        config = _read_config(path)
-        arrays_path = path / str(config["arrays_file"])
-        try:
-            data = arrays_path.read_bytes()
-        except FileNotFoundError:
-            continue
-        if hashlib.sha256(data).hexdigest() == config["arrays_sha256"]:
-            return config, arrays_path, data
-    raise ValueError(f"{arrays_path} is missing or does not match config.json's checksum")
-
-
-def _arrays_file_named_by(path: Path) -> str | None:
-    """The arrays file the current ``config.json`` in ``path`` names, if it can be read."""
-    try:
-        return str(_read_config(path)["arrays_file"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` all or nothing, flushed to disk before and after the rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-def _version() -> str:
-    from protoshot import __version__
-
-    return __version__

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from protoshot.evaluation import GridResult, evaluate_grid
-from protoshot.protocols import RunsResult, all_class_kshot, omniglot_runs
+from protoshot.evaluation.protocols import RunsResult, all_class_kshot, omniglot_runs
 
 TEXT_MODEL = "minilm"
 IMAGE_MODEL = "efficientnet-lite0"
@@ -25,7 +25,7 @@ NORMALIZATIONS = ("none", "l2", "cl2n")
 SHOTS = (1, 5)
 
 #: Published all-class accuracies on BANKING77's full test set (Casanueva et al. 2020,
-#: USE+ConveRT with a trained classifier), see ../shared/data/README.md.
+#: USE+ConveRT with a trained classifier), see the README.md of the shared data folder.
 PUBLISHED_BANKING77 = {5: 77.75, 10: 85.19}
 #: Prototypical Networks trained on Omniglot's background set, 5-way (Snell et al. 2017).
 PUBLISHED_OMNIGLOT_5WAY = {1: 98.8, 5: 99.7}
@@ -69,12 +69,13 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo; tables are returned, plots written to ``out_dir``.
 
-    ``data_root`` holds ``banking77/`` and ``omniglot/`` (default: see :func:`protoshot.data.data_dir`).
+    ``data_root`` holds ``banking77/`` and ``omniglot/`` (default: ``$PROTOSHOT_DATA_DIR``, else
+    the download folder in the cache; see :func:`protoshot.data.data_dir`).
     """
     from protoshot.data import data_dir, load_benchmark
     from protoshot.embedders import embed
+    from protoshot.evaluation.reports import plot_grid
     from protoshot.pipeline import embed_samples, embedder_for
-    from protoshot.reports import plot_grid
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

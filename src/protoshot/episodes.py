@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from protoshot._validation import positive_int
 from protoshot.labels import encode_labels
 
 _BLOCK_KEYS = 1 << 22  # random keys drawn per block: bounds the sampler's memory
@@ -113,10 +114,10 @@ class EpisodeSampler:
         pool = np.arange(len(all_classes)) if classes is None else _positions(all_classes, classes)
         self.classes_ = all_classes[pool]
         self.shot_range = _shot_range(n_shot)
-        self.n_query = _positive_int("n_query", n_query)
-        self.n_episodes = _positive_int("n_episodes", n_episodes)
+        self.n_query = positive_int(n_query, "n_query")
+        self.n_episodes = positive_int(n_episodes, "n_episodes")
         self.seed = int(seed)
-        self.n_way = len(pool) if n_way == "all" else _positive_int("n_way", n_way)
+        self.n_way = len(pool) if n_way == "all" else positive_int(n_way, "n_way")
         if self.n_way < 2:
             raise ValueError(f"n_way must be at least 2, got {n_way}")
         if self.n_way > len(pool):
@@ -163,19 +164,13 @@ class EpisodeSampler:
         return Episodes(picked[..., :k_max], picked[..., k_max:], ways, n_support)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _shot_range(n_shot: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(n_shot, tuple):
-        low, high = (_positive_int("n_shot", v) for v in n_shot)
+        low, high = (positive_int(v, "n_shot") for v in n_shot)
         if low > high:
             raise ValueError(f"n_shot range must be (low, high) with low <= high, got {n_shot}")
         return low, high
-    k = _positive_int("n_shot", n_shot)
+    k = positive_int(n_shot, "n_shot")
     return k, k
 
 

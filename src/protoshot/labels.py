@@ -55,3 +55,19 @@ def encode_labels(labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.nd
     except TypeError as err:
         raise TypeError(f"labels cannot be ordered: {err}") from err
     return classes, codes.astype(np.int64).reshape(-1)
+
+
+def labels_like(values: Sequence[Any] | np.ndarray, classes: np.ndarray) -> list[Any]:
+    """Labels given as text (CLI, HTTP, files) converted to the type of ``classes`` (``"3"`` -> ``3``).
+
+    Raises
+    ------
+    ValueError
+        If ``classes`` are integers and a value is text that is not one.
+    """
+    if classes.dtype.kind not in "iu":
+        return list(values)
+    bad = [v for v in values if isinstance(v, str) and not v.strip().lstrip("-").isdigit()]
+    if bad:
+        raise ValueError(f"class {bad[0]!r} is not an integer, but the classes are integers")
+    return [int(v) if isinstance(v, str) else v for v in values]

@@ -1,13 +1,17 @@
 """``FewShotModel``: a frozen embedder and a :class:`PrototypeClassifier`, saved and served together.
 
-A model directory holds the classifier (safetensors + ``config.json``) with the embedder's spec
-and fingerprint in its metadata, so loading re-creates the embedder and refuses one whose
+A model folder (written through :mod:`protoshot.store`) holds the classifier with the embedder's
+spec and fingerprint in its metadata, so loading re-creates the embedder and refuses one whose
 fingerprint differs (other weights would give vectors the prototypes do not match). An optional
 rejection rule answers ``None`` ("unknown") when the best class is not probable enough.
+
+The CLI and the service change a model only through its methods here (``add_examples``,
+``add_embeddings``, ``remove_classes``, ``calibrate``, ``copy``), never through the classifier.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -16,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from protoshot.cache import CacheArg
 from protoshot.classifier import PrototypeClassifier
 from protoshot.embedders import Embedder
+from protoshot.labels import as_label_array, labels_like
 from protoshot.pipeline import embedder_for
 
 UNKNOWN = None
@@ -61,7 +67,7 @@ class FewShotModel:
         Fitted or not; ``fit`` and ``add_examples`` fill it.
     threshold : float, optional
         Reject (label ``None``) when the highest class probability is below it.
-    cache : cache argument of :func:`protoshot.embedders.embed`
+    cache : CacheArg
         Where embeddings are cached (default: the user's cache).
     batch_size : int
     """
@@ -72,7 +78,7 @@ class FewShotModel:
         classifier: PrototypeClassifier | None = None,
         *,
         threshold: float | None = None,
-        cache: Any = True,
+        cache: CacheArg = True,
         batch_size: int = 32,
     ) -> None:
         self.embedder = embedder
@@ -102,15 +108,29 @@ class FewShotModel:
         self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray
     ) -> FewShotModel:
         """Add shots to existing classes or create new classes: an exact update."""
-        self.classifier.partial_fit(
-            self.embed(items), _labels(self.as_class_values(labels), len(items))
-        )
+        return self.add_embeddings(self.embed(items), labels)
+
+    def add_embeddings(
+        self, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray
+    ) -> FewShotModel:
+        """:meth:`add_examples` for items already embedded by this model's embedder."""
+        self.classifier.partial_fit(vectors, _labels(self.as_class_values(labels), len(vectors)))
         return self
 
     def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
         """Forget classes; raises ValueError for an unknown class or when none would remain."""
         self.classifier.remove_classes(self.as_class_values(labels))
         return self
+
+    def copy(self) -> FewShotModel:
+        """An independent copy (the embedder, which never changes, is shared)."""
+        return FewShotModel(
+            self.embedder,
+            copy.deepcopy(self.classifier),
+            threshold=self.threshold,
+            cache=self.cache,
+            batch_size=self.batch_size,
+        )
 
     @property
     def classes(self) -> list[Any]:
@@ -216,7 +236,7 @@ class FewShotModel:
         directory: str | os.PathLike[str],
         *,
         device: str | None = None,
-        cache: Any = True,
+        cache: CacheArg = True,
         batch_size: int = 32,
         embedder: Embedder | None = None,
     ) -> FewShotModel:
@@ -240,19 +260,12 @@ class FewShotModel:
 
     def as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
         """Labels from text (CLI, HTTP) converted to the classes' own type (``"3"`` -> ``3``)."""
-        if not self.classes or self.classifier.classes_.dtype.kind not in "iu":
+        if not self.classes:
             return list(labels)
-        bad = [v for v in labels if isinstance(v, str) and not v.lstrip("-").isdigit()]
-        if bad:
-            raise ValueError(
-                f"class {bad[0]!r} is not an integer, but this model's classes are integers"
-            )
-        return [int(v) if isinstance(v, str) else v for v in labels]
+        return labels_like(labels, self.classifier.classes_)
 
 
 def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:
-    from protoshot.labels import as_label_array
-
     y = as_label_array(labels)
     if len(y) != n:
         raise ValueError(f"got {n} items but {len(y)} labels")

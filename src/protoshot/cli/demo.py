@@ -30,7 +30,7 @@ def demo_command(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Folder holding banking77/ and omniglot/ (default: $PROTOSHOT_DATA_DIR, ../shared/data, or the cache)."
+            help="Folder holding banking77/ and omniglot/ (default: $PROTOSHOT_DATA_DIR, else the download folder in the cache)."
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the plots and results.json.")] = Path(

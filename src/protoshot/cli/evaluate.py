@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +21,9 @@ from protoshot.cli._common import (
     stderr,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from protoshot.cache import CacheArg
 
 
 def register(app: typer.Typer) -> None:
@@ -130,27 +134,38 @@ def _evaluate(
     queries: int, episodes: int, seed: int, metrics: str, normalizations: str,
     classes: str | None, split: str | None, split_fractions: str, split_seed: int,
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
-    batch_size: int, cache: Any,
+    batch_size: int, cache: CacheArg,
 ) -> tuple[dict[str, Any], Any]:  # fmt: skip
-    from protoshot import METRICS, NORMALIZATIONS, evaluate_grid
+    from protoshot import METRICS, NORMALIZATIONS
+    from protoshot._validation import positive_int
+    from protoshot.evaluation.reports import plot_grid, report_dict
+    from protoshot.evaluation.tables import PROTOCOLS, evaluate_table
     from protoshot.pipeline import load_embeddings
-    from protoshot.protocols import all_class_kshot
-    from protoshot.reports import plot_grid, report_dict
 
     metric_list = split_list(metrics, "metric", METRICS)
     norm_list = split_list(normalizations, "normalization", NORMALIZATIONS)
     shot_list = split_ints(shots, "shots")
-    if protocol not in ("episodic", "all-class"):
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of: episodic, all-class")
+    split_list(protocol, "protocol", PROTOCOLS)
+    if protocol == "all-class" and test is None:
+        raise ValueError("the all-class protocol needs --test (the split to classify)")
     if plot is not None and not plot.parent.is_dir():
         raise ValueError(f"cannot write the plot: folder {plot.parent} does not exist")
-    load = dict(cache=cache, batch_size=batch_size, device=device)
-    table, _ = load_embeddings(source, model, **load)
-    if len(table.classes) < 2:
-        raise ValueError(f"{source} has {len(table.classes)} class; evaluation needs at least 2")
-    subset, center = _class_subset(
-        table, classes, split, split_fractions, split_seed, center_from, model, load
-    )
+    fractions = tuple(float(f) for f in split_fractions.split(","))
+    load = functools.partial(load_embeddings, cache=cache, batch_size=batch_size, device=device)
+    table, _ = load(source, model)
+    same_model = model or table.model or None
+    test_table = None if test is None else load(test, same_model)[0]
+    center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
+    grid = evaluate_table(
+        table, protocol=protocol, test=test_table,
+        n_way="all" if ways == "all" else positive_int(ways, "ways", from_text=True),
+        shots=shot_list, n_query=queries, n_episodes=episodes, seed=seed, metrics=metric_list,
+        normalizations=norm_list, classes=_class_names(classes), split=split,
+        split_fractions=fractions, split_seed=split_seed, center=center,  # type: ignore[arg-type]
+        device=device, dtype=dtype, progress=episodes >= 2000,
+    )  # fmt: skip
+    if plot is not None:
+        plot_grid(grid, plot)
     context = {
         "protocol": protocol,
         "source": source,
@@ -158,73 +173,16 @@ def _evaluate(
         "fingerprint": table.fingerprint,
         "seed": seed,
     }
-    if protocol == "all-class":
-        if test is None:
-            raise ValueError("the all-class protocol needs --test (the split to classify)")
-        test_table, _ = load_embeddings(test, model or table.model or None, **load)
-        if test_table.fingerprint != table.fingerprint:
-            raise ValueError(f"{test} was embedded by another model than {source}")
-        grid = all_class_kshot(
-            table.vectors, table.labels, test_table.vectors, test_table.labels, shots=shot_list,
-            n_seeds=episodes, seed=seed, metrics=metric_list, normalizations=norm_list, center=center,
-        )  # fmt: skip
-    else:
-        n_way: int | str = "all" if ways == "all" else _positive(ways, "ways")
-        grid = evaluate_grid(
-            table.vectors, table.labels, n_way=n_way, shots=shot_list, n_query=queries,  # type: ignore[arg-type]
-            n_episodes=episodes, seed=seed, metrics=metric_list, normalizations=norm_list,
-            classes=subset, center=center, device=device, dtype=dtype, progress=episodes >= 2000,
-        )  # fmt: skip
-    if plot is not None:
-        plot_grid(grid, plot)
     return report_dict(grid, **context), grid
 
 
-def _positive(text: str, name: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{name} must be a positive integer or 'all', got {text!r}")
-    return int(text)
-
-
-def _class_subset(
-    table: Any, classes: str | None, split: str | None, fractions: str, split_seed: int,
-    center_from: str | None, model: str | None, load: dict[str, Any],
-) -> tuple[list[Any] | None, Any]:  # fmt: skip
-    """The classes to evaluate on and the cl2n centre, from the class and centre options."""
-    import numpy as np
-
-    from protoshot.episodes import split_classes
-    from protoshot.pipeline import load_embeddings
-
-    subset: list[Any] | None = None
-    parts = None
-    if classes is not None and split is not None:
-        raise ValueError("give --classes or --split, not both")
-    if classes is not None:
-        names = (
-            Path(classes[1:]).read_text().splitlines()
-            if classes.startswith("@")
-            else classes.split(",")
-        )
-        wanted = [n.strip() for n in names if n.strip()]
-        kind = table.labels.dtype.kind
-        subset = [int(n) for n in wanted] if kind in "iu" else wanted
-    if split is not None:
-        if split not in ("base", "validation", "novel"):
-            raise ValueError(f"unknown split {split!r}; expected one of: base, validation, novel")
-        frac = tuple(float(f) for f in fractions.split(","))
-        parts = split_classes(table.classes, frac, seed=split_seed)  # type: ignore[arg-type]
-        subset = parts[split].tolist()
-    center = None
-    if center_from == "base":
-        if parts is None:
-            raise ValueError("--center-from base needs --split (the base classes come from it)")
-        center = table.vectors[np.isin(table.labels, parts["base"])].mean(0)
-    elif center_from is not None:
-        base, _ = load_embeddings(center_from, model or table.model or None, **load)
-        if base.fingerprint != table.fingerprint:
-            raise ValueError(
-                f"{center_from} was embedded by another model than the evaluated table"
-            )
-        center = base.vectors.mean(0)
-    return subset, center
+def _class_names(classes: str | None) -> list[str] | None:
+    """``--classes``: comma-separated names, or ``@FILE`` with one name per line."""
+    if classes is None:
+        return None
+    names = (
+        Path(classes[1:]).read_text().splitlines()
+        if classes.startswith("@")
+        else classes.split(",")
+    )
+    return [n.strip() for n in names if n.strip()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +24,7 @@ from protoshot.cli._common import (
     stderr,
     user_errors,
 )
-from protoshot.folder_lock import folder_lock
+from protoshot.store import folder_lock, is_model_folder
 
 FORMATS = ("table", "jsonl", "csv")
 ModelDir = Annotated[Path, typer.Argument(help="Model folder written by `protoshot fit`.")]
@@ -88,7 +87,7 @@ def fit_command(
         from protoshot.model import FewShotModel
         from protoshot.pipeline import embedder_for
 
-        if (output / "config.json").exists() and not force:
+        if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
         samples = load_source(support, text_column=text_column, label_column=label_column)
         cache = cache_arg(no_cache, cache_dir)
@@ -104,7 +103,7 @@ def fit_command(
             embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
         )
         few.fit(samples.items, samples.labels)
-        with folder_lock(output, "protoshot model fit"):
+        with folder_lock(output, "protoshot fit"):
             few.save(output, overwrite=force)
     counts = few.class_counts().values()
     stderr().print(
@@ -131,6 +130,8 @@ def predict_command(
                 f"unknown format {output_format!r}; expected one of: {', '.join(FORMATS)}"
             )
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        from protoshot.data import read_inputs
+
         items, names = read_inputs(inputs or [], text or [], few.embedder.modality)
         predictions = few.predict(items, top_k=top_k)
     rows = [{"input": name, **p.to_dict()} for name, p in zip(names, predictions, strict=True)]
@@ -153,8 +154,10 @@ def add_command(
     no_cache: NoCacheOption = False,
 ) -> None:
     """Add examples of LABEL to a model without refitting (an exact update); saved atomically."""
-    with user_errors(), folder_lock(model_dir, "protoshot model add"):
+    with user_errors(), folder_lock(model_dir, "protoshot add"):
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        from protoshot.data import read_inputs
+
         items, _ = read_inputs(inputs or [], text or [], few.embedder.modality)
         new = label not in {str(c) for c in few.classes}
         few.add_examples(items, [label] * len(items)).save(model_dir, overwrite=True)
@@ -169,14 +172,10 @@ def remove_command(
     labels: Annotated[list[str], typer.Argument(help="Classes to remove.")],
 ) -> None:
     """Remove classes from a model (an exact update); saved atomically."""
-    with user_errors(), folder_lock(model_dir, "protoshot model remove"):
-        from protoshot import PrototypeClassifier
-
-        classifier = PrototypeClassifier.load(model_dir)
-        kind = classifier.classes_.dtype.kind
-        classifier.remove_classes([int(v) for v in labels] if kind in "iu" else labels)
-        classifier.save(model_dir, overwrite=True)
-    stderr().print(f"removed {', '.join(labels)}; {len(classifier.classes_)} classes remain")
+    with user_errors(), folder_lock(model_dir, "protoshot remove"):
+        few = _load(model_dir, None, None, True, 32)
+        few.remove_classes(labels).save(model_dir, overwrite=True)
+    stderr().print(f"removed {', '.join(labels)}; {len(few.classes)} classes remain")
 
 
 def calibrate_command(
@@ -202,7 +201,7 @@ def calibrate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Choose the 'unknown' threshold for a target false-accept rate, and save it in the model."""
-    with user_errors(), folder_lock(model_dir, "protoshot model calibrate"):
+    with user_errors(), folder_lock(model_dir, "protoshot calibrate"):
         from dataclasses import asdict
 
         from protoshot.data import load_source
@@ -231,54 +230,6 @@ def _load(
     return FewShotModel.load(
         model_dir, device=device, cache=cache_arg(no_cache, cache_dir), batch_size=batch_size
     )
-
-
-def read_inputs(inputs: list[str], texts: list[str], modality: str) -> tuple[list[Any], list[str]]:
-    """Items and display names from the INPUTS arguments and --text options."""
-    from protoshot.data import IMAGE_SUFFIXES
-
-    items: list[Any] = []
-    names: list[str] = []
-    if texts and modality == "image":
-        raise ValueError("--text given, but this model embeds images: pass image files or folders")
-    for text in texts:
-        items.append(text)
-        names.append(text)
-    for source in inputs:
-        if modality == "image":
-            path = Path(source)
-            if path.is_dir():
-                files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-                if not files:
-                    raise ValueError(f"{path} holds no image files")
-            elif path.is_file():
-                files = [path]
-            else:
-                raise FileNotFoundError(f"no such image file or folder: {path}")
-            items += files
-            names += [str(p) for p in files]
-        else:
-            lines = _text_lines(source)
-            items += lines
-            names += lines
-    if not items:
-        raise ValueError("no inputs: give files, folders, - for stdin, or --text")
-    return items, names
-
-
-def _text_lines(source: str) -> list[str]:
-    if source == "-":
-        content = sys.stdin.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such text file: {path} (use --text for a literal text)")
-        raw = path.read_bytes()
-        try:
-            content = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path} is not UTF-8 text (byte {err.start}): re-encode it") from err
-    return [line.strip() for line in content.splitlines() if line.strip()]
 
 
 def _csv(rows: list[dict[str, Any]], top_k: int) -> str:

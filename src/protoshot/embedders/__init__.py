@@ -12,7 +12,7 @@ Each backend imports its heavy library only when it is created.
 
 from __future__ import annotations
 
-from protoshot.embedders._pipeline import embed
+from protoshot.embedders._embed import embed
 from protoshot.embedders._registry import (
     Embedder,
     Modality,

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from protoshot._device import best_device
+from protoshot._validation import positive_int
 from protoshot.embedders._registry import Modality
 from protoshot.embedders._runtime import (
     Precision,
-    as_positive_int,
     batches,
     check_texts,
     inference,
@@ -43,7 +43,7 @@ class BatchedEmbedder:
     ):
         self.device = best_device(device)
         self.precision: Precision = resolve_precision(precision, self.device)
-        self.batch_size = as_positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size", from_text=True)
         self._dim: int | None = None
 
     @property

@@ -84,17 +84,6 @@ def check_texts(items: Sequence[Any], who: str) -> list[str]:
     return list(items)
 
 
-def as_positive_int(value: Any, name: str) -> int:
-    """A positive integer option that may come as text from a spec (``?batch_size=16``)."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return number
-
-
 def as_bool(value: Any, name: str) -> bool:
     """A boolean option that may come as text from a spec (``?normalize=true``)."""
     if isinstance(value, bool):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from protoshot.embedders._fingerprint import fingerprint_of, hash_file
 from protoshot.embedders._images import load_rgb, resize_center_crop
 from protoshot.embedders._registry import Modality, register_embedder
 from protoshot.embedders._runtime import require
+from protoshot.store import atomic_path
 
 IMAGE_SIZE = 224
 MEAN, STD = 127.0, 128.0
@@ -155,25 +155,19 @@ def _onnx_session(module: torch.nn.Module, path: Path) -> Any:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         # export to a temporary name, then rename: concurrent exports never see a partial file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
                 torch.onnx.export(
                     module,
                     (example,),
-                    tmp,
+                    str(tmp),
                     input_names=["pixels"],
                     output_names=["features"],
                     dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
                     dynamo=False,
                 )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

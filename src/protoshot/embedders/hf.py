@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from protoshot._validation import positive_int
 from protoshot.embedders._base import BatchedEmbedder
 from protoshot.embedders._fingerprint import fingerprint_of, weights_identity
 from protoshot.embedders._images import load_rgb
 from protoshot.embedders._registry import Modality, format_spec, register_embedder
-from protoshot.embedders._runtime import as_bool, as_positive_int, quiet_transformers, require
+from protoshot.embedders._runtime import as_bool, quiet_transformers, require
 
 POOLINGS = ("mean", "cls", "pooler", "image_features")
 _POOLER_TOWERS = ("clip_vision_model", "siglip_vision_model", "siglip2_vision_model")
@@ -72,8 +73,8 @@ class TransformersEmbedder(BatchedEmbedder):
         self.normalize = as_bool(normalize, "normalize")
         self.max_length = None
         if self.modality == "text":
-            self.max_length = as_positive_int(
-                max_length or _text_limit(self._processor), "max_length"
+            self.max_length = positive_int(
+                max_length or _text_limit(self._processor), "max_length", from_text=True
             )
         self.spec = format_spec(
             f"hf:{name_or_path}",

@@ -6,10 +6,11 @@ from typing import Any
 
 import torch
 
+from protoshot._validation import positive_int
 from protoshot.embedders._base import BatchedEmbedder
 from protoshot.embedders._fingerprint import fingerprint_of, weights_identity
 from protoshot.embedders._registry import Modality, format_spec, register_embedder
-from protoshot.embedders._runtime import as_positive_int, quiet_transformers, require
+from protoshot.embedders._runtime import quiet_transformers, require
 
 
 class SentenceTransformerEmbedder(BatchedEmbedder):
@@ -54,7 +55,9 @@ class SentenceTransformerEmbedder(BatchedEmbedder):
             )
         self._model.eval()
         if max_seq_length is not None:
-            self._model.max_seq_length = as_positive_int(max_seq_length, "max_seq_length")
+            self._model.max_seq_length = positive_int(
+                max_seq_length, "max_seq_length", from_text=True
+            )
         self.spec = spec or format_spec(
             f"st:{name_or_path}", revision=revision, max_seq_length=max_seq_length
         )

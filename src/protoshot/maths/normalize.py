@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
+from protoshot.maths.shots import shot_mask
 
 NORMALIZATIONS = ("none", "l2", "cl2n")
 EPS = 1e-12
@@ -40,15 +41,9 @@ def support_mean(support: torch.Tensor, n_support: torch.Tensor | None = None) -
     """
     if n_support is None:
         return support.mean(dim=(1, 2), keepdim=True)
-    weights = _shot_mask(n_support, support.shape[2], support.dtype)
+    weights = shot_mask(n_support, support.shape[2], support.dtype).unsqueeze(-1)
     total = (support * weights).sum(dim=(1, 2), keepdim=True)
     return total / weights.sum(dim=(1, 2), keepdim=True)
-
-
-def _shot_mask(n_support: torch.Tensor, k_max: int, dtype: torch.dtype) -> torch.Tensor:
-    """``[E, N, K, 1]`` weights: 1 for the first ``n_support`` shots of each class, else 0."""
-    positions = torch.arange(k_max, device=n_support.device)
-    return (positions < n_support.unsqueeze(-1)).to(dtype).unsqueeze(-1)
 
 
 def normalize_episode_tensors(

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from protoshot._validation import ArrayLike, as_float_tensor
-from protoshot.maths.normalize import _shot_mask
+from protoshot.maths.shots import shot_mask
 
 
 def episode_prototypes(
@@ -19,7 +19,7 @@ def episode_prototypes(
     """
     if n_support is None:
         return support.mean(dim=2)
-    weights = _shot_mask(n_support, support.shape[2], support.dtype)
+    weights = shot_mask(n_support, support.shape[2], support.dtype).unsqueeze(-1)
     return (support * weights).sum(dim=2) / n_support.unsqueeze(-1).to(support.dtype)
 
 

@@ -7,7 +7,6 @@ acknowledged, so a restart (or a kill) loses nothing acknowledged. Updates are s
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from protoshot import __version__
-from protoshot.folder_lock import FolderLock
+from protoshot.cache import CacheArg
 from protoshot.model import FewShotModel
 from protoshot.service.batching import MicroBatcher
 from protoshot.service.body_limit import BodyLimit
@@ -34,6 +33,7 @@ from protoshot.service.schemas import (
     PredictResponse,
     UpdateResponse,
 )
+from protoshot.store import FolderLock
 
 T = TypeVar("T")
 Responses = dict[int | str, dict[str, Any]]  # OpenAPI entries for the error answers
@@ -69,14 +69,7 @@ class _State:
         If ``change`` or the save fails, the served model and the folder stay as they were.
         """
         with self.lock:
-            current = self.model
-            new = FewShotModel(
-                current.embedder,
-                copy.deepcopy(current.classifier),
-                threshold=current.threshold,
-                cache=current.cache,
-                batch_size=current.batch_size,
-            )
+            new = self.model.copy()
             _library(lambda: change(new))
             try:
                 new.save(self.model_dir, overwrite=True)
@@ -92,7 +85,7 @@ def create_app(
     model_dir: str | os.PathLike[str],
     *,
     device: str | None = None,
-    cache: Any = True,
+    cache: CacheArg = True,
     max_batch: int = 256,
     max_body_bytes: int = 32 * 2**20,
 ) -> FastAPI:
@@ -102,8 +95,8 @@ def create_app(
     ----------
     model_dir : path
         Written by ``protoshot fit`` or :meth:`FewShotModel.save`; updates are saved back to it.
-        The app holds the folder (see :mod:`protoshot.folder_lock`) until it shuts down, so a
-        second server or a ``protoshot model`` update of the same folder is refused.
+        The app holds the folder (see :class:`protoshot.store.FolderLock`) until it shuts down, so a
+        second server or a ``protoshot add`` / ``remove`` / ``calibrate`` of the same folder is refused.
     device, cache
         Passed to :meth:`FewShotModel.load`.
     max_batch : int
@@ -176,7 +169,7 @@ def create_app(
         """Add shots to class `name` (created if new); saved to the model folder before the answer."""
         vectors = embed(request_items(body, state.model.embedder, max_items=max_batch))
         label = _library(lambda: state.model.as_class_values([name])[0])
-        new = state.update(lambda m: m.classifier.partial_fit(vectors, [label] * len(vectors)))
+        new = state.update(lambda m: m.add_embeddings(vectors, [label] * len(vectors)))
         return {"name": label, "shots": new.class_counts()[label], "classes": len(new.classes)}
 
     @app.delete(

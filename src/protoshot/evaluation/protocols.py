@@ -25,7 +25,7 @@ import torch
 
 from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
 from protoshot.episodes import EpisodeSampler
-from protoshot.evaluation import EvalResult, GridResult, mean_ci
+from protoshot.evaluation.results import EvalResult, GridResult, mean_ci
 from protoshot.labels import as_label_array
 from protoshot.maths.distances import METRICS, episode_scores
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_episode_tensors

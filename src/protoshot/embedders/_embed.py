@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
 
-from protoshot.cache import CacheStats, EmbeddingCache, item_key
+from protoshot._progress import progress_bar
+from protoshot._validation import positive_int
+from protoshot.cache import CacheArg, CacheStats, EmbeddingCache, item_key, open_cache
 from protoshot.embedders._registry import Embedder, create_embedder
-from protoshot.embedders._runtime import as_positive_int, batches
-
-CacheArg = EmbeddingCache | str | os.PathLike[str] | bool | None
+from protoshot.embedders._runtime import batches
 
 
 @overload
@@ -86,9 +83,9 @@ def embed(
         raise TypeError(
             f"embedder must be an Embedder or a spec str, got {type(embedder).__name__}"
         )
-    batch_size = as_positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size", from_text=True)
     items = list(items)
-    with _open_cache(cache) as store:
+    with open_cache(cache) as store:
         vectors, hits, embedded = _embed(items, model, store, batch_size, progress)
     stats = CacheStats(
         hits=hits,
@@ -122,7 +119,7 @@ def _embed(
         for i in np.flatnonzero(~found).tolist():
             todo.setdefault(first.setdefault(keys[i], i), []).append(i)
     order = _length_order(items, list(todo))
-    with _progress_bar(progress, len(order), f"embedding with {model.spec}") as advance:
+    with progress_bar(progress, len(order), f"embedding with {model.spec}") as advance:
         for chunk in batches(len(order), batch_size):
             firsts = order[chunk]
             batch = model.embed([items[i] for i in firsts])
@@ -161,49 +158,3 @@ def _length_order(items: Sequence[Any], indices: list[int]) -> np.ndarray:
     if indices and all(isinstance(items[i], str) for i in indices):
         index = index[np.argsort([-len(items[i]) for i in indices], kind="stable")]
     return index
-
-
-@contextmanager
-def _open_cache(cache: CacheArg) -> Iterator[EmbeddingCache | None]:
-    if cache is None or cache is False:
-        yield None
-    elif isinstance(cache, EmbeddingCache):
-        yield cache
-    elif cache is True or isinstance(cache, (str, os.PathLike)):
-        with EmbeddingCache(None if cache is True else cache) as store:
-            yield store
-    else:
-        raise TypeError(
-            f"cache must be an EmbeddingCache, a directory, True or None, "
-            f"got {type(cache).__name__}"
-        )
-
-
-@contextmanager
-def _progress_bar(show: bool | None, total: int, label: str) -> Iterator[Any]:
-    """Yield ``advance(n)``; draws a rich bar on stderr when asked (default: on a terminal)."""
-    if show is None:
-        show = sys.stderr.isatty()
-    if not show or total == 0:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)

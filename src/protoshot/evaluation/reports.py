@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protoshot.evaluation import GridResult
+from protoshot.evaluation.results import GridResult
 
 SCHEMA_ID = "protoshot.evaluate/1"
 

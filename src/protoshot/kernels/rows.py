@@ -1,4 +1,4 @@
-"""Gathering rows of an embedding table for chunks of episodes, the evaluator's bulk work."""
+"""``RowReader``: weighted sums and products of an embedding table's rows, the evaluator's bulk work."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import torch
 from protoshot.maths.distances import squared_norms
 
 
-class Gatherer:
+class RowReader:
     """Reads rows of an embedding table ``x`` [n, D] for chunks of episodes.
 
     Two operations carry the evaluator: weighted sums of rows (prototypes) and products of rows
     with each episode's references (scores). On a CPU both are fused numba kernels
-    (:mod:`protoshot._fused`) that read each row straight from the table; elsewhere (GPUs,
+    (:mod:`protoshot.kernels.numba_cpu`) that read each row straight from the table; elsewhere (GPUs,
     bfloat16) they are ``embedding_bag`` and ``index_select`` + ``bmm``, gathering into buffers
     reused across chunks, since fresh multi-megabyte tensors per chunk cost page faults.
     """
@@ -30,9 +30,9 @@ class Gatherer:
         )
         self._buffers: dict[str, torch.Tensor] = {}
         if self.fused:
-            from protoshot import _fused
+            from protoshot.kernels import numba_cpu
 
-            _fused.set_threads(torch.get_num_threads())
+            numba_cpu.set_threads(torch.get_num_threads())
 
     def take(
         self, name: str, index: torch.Tensor, source: torch.Tensor | None = None
@@ -45,7 +45,7 @@ class Gatherer:
             buf = self._buffers[name] = src.new_empty(size)
         return torch.index_select(src, 0, index, out=buf[: size[0]])
 
-    def bag_means(
+    def weighted_sums(
         self, index: torch.Tensor, ways: np.ndarray, weights: torch.Tensor | None
     ) -> torch.Tensor:
         """``[E, N, D]`` means of the rows ``index`` [E, N, K], or sums weighted by ``weights``.
@@ -57,10 +57,10 @@ class Gatherer:
             weights = torch.full((e, n, k), 1.0 / k, dtype=self.x.dtype, device=self.x.device)
         weights = weights.to(self.x.dtype)
         if self.fused:
-            from protoshot import _fused
+            from protoshot.kernels import numba_cpu
 
             return torch.from_numpy(
-                _fused.bag_sums(self.x.numpy(), index.numpy(), ways, weights.numpy())
+                numba_cpu.bag_sums(self.x.numpy(), index.numpy(), ways, weights.numpy())
             )
         sums = torch.nn.functional.embedding_bag(
             index.reshape(e * n, k),
@@ -77,9 +77,9 @@ class Gatherer:
         class.
         """
         if self.fused:
-            from protoshot import _fused
+            from protoshot.kernels import numba_cpu
 
-            out = _fused.gather_products(
+            out = numba_cpu.gather_products(
                 self.x.numpy(), index.numpy(), ways, refs.contiguous().numpy()
             )
             return torch.from_numpy(out)

@@ -1,0 +1,367 @@
+"""Readers of the sources: text tables, image folders, saved Hugging Face datasets.
+
+- :func:`read_table`: a CSV / TSV / JSONL / Parquet file with a text and a label column;
+- :func:`read_image_folder`: one sub-folder per class, images inside;
+- :func:`read_hf_dataset`: a Hugging Face dataset saved with ``save_to_disk``.
+
+Already-embedded numpy arrays are read by :func:`protoshot.data.table.read_arrays`, since they
+give an ``EmbeddingTable``, not ``Samples``.
+
+Bad input never crashes a run half-way:
+
+- text that is not valid UTF-8 is decoded as Latin-1 (which cannot fail) with a
+  ``UserWarning`` naming the file and the first bad byte (SNIPS' ``train_PlayMusic_full.json``
+  is such a file);
+- in an image folder, files that are not images (by extension, or because their header does
+  not parse), empty class folders and stray files at the top are skipped *before* anything is
+  embedded, with one ``UserWarning`` listing them (also kept in ``Samples.skipped``); an image
+  whose header parses but whose pixels do not decode raises a ``ValueError`` naming it when it
+  is embedded, and every batch embedded before it stays in the cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from protoshot.data.samples import Samples, _concat, _pick_column, _samples
+
+__all__ = [
+    "IMAGE_COLUMNS",
+    "IMAGE_SUFFIXES",
+    "LABEL_COLUMNS",
+    "TEXT_COLUMNS",
+    "read_hf_dataset",
+    "read_image_folder",
+    "read_inputs",
+    "read_table",
+]
+
+TEXT_COLUMNS = ("text", "sentence", "utterance", "query", "question", "content", "input")
+LABEL_COLUMNS = ("label", "category", "intent", "class", "target", "labels")
+IMAGE_COLUMNS = ("image", "img", "picture")
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+_SHOWN = 10  # skipped files named in a warning
+
+
+# --------------------------------------------------------------------------------------------
+# Text files
+# --------------------------------------------------------------------------------------------
+def _read_text(path: Path, encoding: str | None = None) -> str:
+    """A file's text: UTF-8 (BOM allowed), else Latin-1 with a warning, unless told."""
+    data = path.read_bytes()
+    if encoding is not None:
+        return data.decode(encoding)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        warnings.warn(
+            f"{path} is not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "decoded it as Latin-1 (pass encoding=... to choose)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return data.decode("latin-1")
+
+
+def _rows_csv(path: Path, encoding: str | None) -> tuple[list[str], list[dict[str, Any]]]:
+    text = _read_text(path, encoding)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows = list(reader)
+    return list(reader.fieldnames or []), rows
+
+
+def _rows_jsonl(path: Path, encoding: str | None) -> tuple[list[str], list[dict[str, Any]]]:
+    rows = []
+    for number, line in enumerate(_read_text(path, encoding).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: expected a JSON object, got {row!r:.60}")
+        rows.append(row)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return columns, rows
+
+
+def _rows_parquet(path: Path, columns: Callable[[list[str]], list[str]]) -> dict[str, list[Any]]:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=columns(names)).to_pydict()
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str | None = None,
+) -> Samples:
+    """Read texts and labels from a CSV, TSV, JSONL or Parquet file.
+
+    Parameters
+    ----------
+    path : path
+        ``.csv``, ``.tsv``, ``.jsonl`` / ``.ndjson`` or ``.parquet``.
+    text_column, label_column : str, optional
+        Column names; default: the first present of ``TEXT_COLUMNS`` / ``LABEL_COLUMNS``
+        (case-insensitive).
+    encoding : str, optional
+        Text encoding; default UTF-8, falling back to Latin-1 with a warning.
+
+    Returns
+    -------
+    Samples
+        Text samples; ids are the row numbers (from 0).
+
+    Raises
+    ------
+    ValueError
+        If a column is missing (the message lists the columns present), a text is not a
+        string, or a label is missing.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    chosen: dict[str, str] = {}
+
+    def choose(columns: list[str]) -> list[str]:
+        chosen["text"] = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path)
+        chosen["label"] = _pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
+        return [chosen["text"], chosen["label"]]
+
+    if suffix == ".parquet":
+        table = _rows_parquet(path, choose)
+        texts, labels = table[chosen["text"]], table[chosen["label"]]
+    elif suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        reader = _rows_csv if suffix in (".csv", ".tsv") else _rows_jsonl
+        columns, rows = reader(path, encoding)
+        text_key, label_key = choose(columns)
+        texts = [row.get(text_key) for row in rows]
+        labels = [row.get(label_key) for row in rows]
+    else:
+        raise ValueError(
+            f"cannot read {path}: expected a .csv, .tsv, .jsonl, .ndjson or .parquet file"
+        )
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        if not isinstance(text, str):
+            raise ValueError(f"{path}, row {i}: text must be a string, got {text!r}")
+        if label is None or label == "":
+            raise ValueError(f"{path}, row {i}: the label is missing")
+    return _samples(list(texts), labels, [str(i) for i in range(len(texts))], "text")
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders
+# --------------------------------------------------------------------------------------------
+def read_image_folder(root: str | os.PathLike[str], *, check: bool = True) -> Samples:
+    """Read an image folder: one sub-folder per class, images inside.
+
+    Parameters
+    ----------
+    root : path
+        The folder.
+    check : bool
+        Open each image's header (cheap) so files that are not images are skipped now, not
+        in the middle of embedding.
+
+    Returns
+    -------
+    Samples
+        Items are ``pathlib.Path`` objects; ids are ``"<class>/<file>"``; labels are the
+        sub-folder names. Hidden files and folders are ignored.
+
+    Raises
+    ------
+    ValueError
+        If no class folder holds an image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
+    items, labels, skipped = [], [], []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            skipped.append(f"{entry}: not in a class folder")
+            continue
+        found = 0
+        for path in sorted(entry.iterdir()):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            reason = _not_an_image(path, check)
+            if reason:
+                skipped.append(f"{path}: {reason}")
+                continue
+            items.append(path)
+            labels.append(entry.name)
+            found += 1
+        if not found:
+            skipped.append(f"{entry}: empty class folder")
+    if skipped:
+        listed = "; ".join(skipped[:_SHOWN]) + ("; ..." if len(skipped) > _SHOWN else "")
+        warnings.warn(f"skipped {len(skipped)} inputs in {root}: {listed}", UserWarning, 2)
+    if not items:
+        raise ValueError(f"no images under {root}: expected one sub-folder of images per class")
+    ids = [path.relative_to(root).as_posix() for path in items]
+    return _samples(items, labels, ids, "image", skipped)
+
+
+def _not_an_image(path: Path, check: bool) -> str | None:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file"
+    if not check:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"unreadable image ({err})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face datasets saved to disk
+# --------------------------------------------------------------------------------------------
+def _is_hf_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def read_hf_dataset(
+    path: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> Samples:
+    """Read a Hugging Face dataset saved with ``save_to_disk``.
+
+    Parameters
+    ----------
+    path : path
+        The saved ``Dataset`` or ``DatasetDict``.
+    split : str, optional
+        A split of a ``DatasetDict``; default: all splits, ids prefixed by the split.
+    text_column, label_column : str, optional
+        Default: the first present of ``TEXT_COLUMNS`` (then ``IMAGE_COLUMNS``) /
+        ``LABEL_COLUMNS``. An image column gives image samples (PIL images).
+
+    Returns
+    -------
+    Samples
+        Class-label features are mapped to their names.
+    """
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(
+            "reading a Hugging Face dataset needs 'datasets': pip install 'protoshot[datasets]'"
+        ) from err
+    path = Path(path)
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is not None:
+            if split not in loaded:
+                raise ValueError(f"{path} has no split {split!r}; splits: {list(loaded)}")
+            return _read_hf_split(loaded[split], path, text_column, label_column)
+        return _concat(
+            {
+                name: _read_hf_split(part, path, text_column, label_column)
+                for name, part in loaded.items()
+            }
+        )
+    if split is not None:
+        raise ValueError(
+            f"{path} is a single Dataset, not a DatasetDict: it has no split {split!r}"
+        )
+    return _read_hf_split(loaded, path, text_column, label_column)
+
+
+def _read_hf_split(
+    dataset: Any, path: Path, text_column: str | None, label_column: str | None
+) -> Samples:
+    columns = list(dataset.column_names)
+    try:
+        text_key = _pick_column(columns, text_column, TEXT_COLUMNS, "text", path)
+        modality: Literal["text", "image"] = "text"
+    except ValueError:
+        if text_column is not None:
+            raise
+        text_key = _pick_column(columns, None, IMAGE_COLUMNS, "text or image", path)
+        modality = "image"
+    label_key = _pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
+    labels = dataset[label_key]
+    feature = dataset.features[label_key]
+    if hasattr(feature, "int2str"):
+        labels = feature.int2str(list(labels))
+    items = list(dataset[text_key])
+    return _samples(items, list(labels), [str(i) for i in range(len(items))], modality)
+
+
+def read_inputs(inputs: list[str], texts: list[str], modality: str) -> tuple[list[Any], list[str]]:
+    """Unlabelled items to classify, and a display name for each.
+
+    ``inputs`` are image files or folders (searched recursively) for an image model, or text files
+    with one text per line (``"-"``: standard input) for a text model; ``texts`` are texts as is.
+    """
+
+    items: list[Any] = []
+    names: list[str] = []
+    if texts and modality == "image":
+        raise ValueError("texts given, but this model embeds images: pass image files or folders")
+    for text in texts:
+        items.append(text)
+        names.append(text)
+    for source in inputs:
+        if modality == "image":
+            path = Path(source)
+            if path.is_dir():
+                files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise ValueError(f"{path} holds no image files")
+            elif path.is_file():
+                files = [path]
+            else:
+                raise FileNotFoundError(f"no such image file or folder: {path}")
+            items += files
+            names += [str(p) for p in files]
+        else:
+            lines = _text_lines(source)
+            items += lines
+            names += lines
+    if not items:
+        raise ValueError("no inputs: give files, folders, - for standard input, or texts")
+    return items, names
+
+
+def _text_lines(source: str) -> list[str]:
+    if source == "-":
+        content = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no such text file: {path} (to classify a literal text, pass it as a text, not a file)"
+            )
+        raw = path.read_bytes()
+        try:
+            content = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text (byte {err.start}): re-encode it") from err
+    return [line.strip() for line in content.splitlines() if line.strip()]

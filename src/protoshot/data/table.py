@@ -1,0 +1,252 @@
+"""``EmbeddingTable``: embedded samples on disk as Parquet, and readers of embeddings.
+
+- :class:`EmbeddingTable`: vectors, labels, ids, classes and the model that made them; saved
+  and loaded as a plain Parquet file (pandas, polars and DuckDB read it as is);
+- :func:`read_arrays`: already-embedded numpy arrays (``.npz`` / ``.npy``), never unpickled;
+- :func:`load_table`: either of the two, by suffix.
+
+Independent of the source readers: a table is what embedding ``Samples`` gives
+(:func:`protoshot.pipeline.embed_samples`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protoshot.data.samples import _label_array, _pick_column
+from protoshot.store import atomic_path
+
+__all__ = ["EmbeddingTable", "load_table", "read_arrays"]
+
+_METADATA_KEY = b"protoshot"
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingTable:
+    """Embedded samples: vectors, labels, ids, class names and the model that made them.
+
+    On disk a Parquet file with columns ``id`` (string), ``label`` (string or int64) and
+    ``embedding`` (``fixed_size_list<float32>[dim]``); the model spec, fingerprint and classes
+    sit in the schema metadata under ``protoshot``. pandas, polars and DuckDB read it as is.
+
+    Attributes
+    ----------
+    vectors : float32 [n_samples, dim]
+    labels : numpy.ndarray [n_samples]
+    ids : numpy.ndarray of str [n_samples]
+    classes : list
+        Class names in a fixed order (default: sorted labels).
+    model : str
+        Spec of the embedder ("" if unknown).
+    fingerprint : str
+        Fingerprint of the embedder ("" if unknown).
+    """
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    classes: list[Any]
+    model: str = ""
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.vectors.dtype != np.float32:
+            raise ValueError(
+                f"vectors must be float32 [n_samples, dim], got {self.vectors.dtype} "
+                f"{list(self.vectors.shape)}"
+            )
+        n = self.vectors.shape[0]
+        if self.labels.shape != (n,) or self.ids.shape != (n,):
+            raise ValueError(
+                f"labels and ids must have shape [{n}] to match the vectors, "
+                f"got {list(self.labels.shape)} and {list(self.ids.shape)}"
+            )
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct, got {self.classes}")
+        unknown = sorted(set(self.labels.tolist()) - set(self.classes), key=str)
+        if unknown:
+            raise ValueError(
+                f"labels {unknown[:5]} are not among the classes {self.classes[:5]}..."
+            )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        vectors: Any,
+        labels: Sequence[Any] | np.ndarray,
+        *,
+        ids: Sequence[Any] | np.ndarray | None = None,
+        classes: Sequence[Any] | None = None,
+        model: str = "",
+        fingerprint: str = "",
+    ) -> EmbeddingTable:
+        """Build a table, converting vectors to float32 and ids to str (default: row numbers)."""
+        array = np.asarray(vectors, dtype=np.float32)
+        label_array = _label_array(labels)
+        if ids is None:
+            ids = [str(i) for i in range(len(label_array))]
+        if classes is None:
+            classes = np.unique(label_array).tolist()
+        return cls(
+            np.ascontiguousarray(array),
+            label_array,
+            np.asarray(ids, dtype=str),
+            [_plain(c) for c in classes],
+            model,
+            fingerprint,
+        )
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        return int(self.vectors.shape[1])
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the table as Parquet, atomically and durably.
+
+        The table goes to a temporary file beside ``path`` that replaces it only once complete
+        and flushed to disk (:func:`protoshot.store.atomic_path`): a failed write leaves
+        ``path`` as it was and no temporary file behind.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is false.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
+        flat = pa.array(self.vectors.reshape(-1), type=pa.float32())
+        embedding = pa.FixedSizeListArray.from_arrays(flat, self.dim)
+        metadata = {
+            "format": 1,
+            "model": self.model,
+            "fingerprint": self.fingerprint,
+            "classes": self.classes,
+            "dim": self.dim,
+        }
+        table = pa.table(
+            {
+                "id": pa.array(self.ids.tolist(), pa.string()),
+                "label": self.labels,
+                "embedding": embedding,
+            }
+        ).replace_schema_metadata({_METADATA_KEY: json.dumps(metadata)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EmbeddingTable:
+        """Read a table written by :meth:`save` (or any Parquet file with those columns)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        table = pq.read_table(path)
+        for column in ("label", "embedding"):
+            if column not in table.column_names:
+                raise ValueError(f"{path} has no {column!r} column; columns: {table.column_names}")
+        column = table.column("embedding").combine_chunks()
+        if not (pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type)):
+            raise ValueError(f"{path}: 'embedding' must be a list of floats, got {column.type}")
+        if column.null_count:
+            raise ValueError(f"{path}: 'embedding' has {column.null_count} missing vectors")
+        lengths = set(column.value_lengths().to_pylist()) if pa.types.is_list(column.type) else None
+        if lengths is not None and len(lengths) > 1:
+            raise ValueError(f"{path}: vectors have different lengths {sorted(lengths)[:5]}")
+        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        vectors = values.reshape(len(table), -1) if len(table) else values.reshape(0, 0)
+        meta = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
+        ids = table.column("id").to_pylist() if "id" in table.column_names else None
+        return cls.from_arrays(
+            vectors,
+            table.column("label").to_pylist(),
+            ids=ids,
+            classes=meta.get("classes"),
+            model=meta.get("model", ""),
+            fingerprint=meta.get("fingerprint", ""),
+        )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python scalars (for JSON metadata)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+_VECTOR_KEYS = ("embeddings", "vectors", "features", "X", "x")
+_LABEL_KEYS = ("labels", "y", "targets")
+
+
+def read_arrays(
+    path: str | os.PathLike[str], *, labels: str | os.PathLike[str] | Sequence[Any] | None = None
+) -> EmbeddingTable:
+    """Read already-embedded arrays.
+
+    Parameters
+    ----------
+    path : path
+        An ``.npz`` with ``embeddings`` (or ``vectors``, ``features``, ``X``) and ``labels``
+        (or ``y``, ``targets``), optionally ``ids`` and ``classes``; or an ``.npy`` of vectors.
+    labels : path or sequence, optional
+        Labels for an ``.npy`` (an ``.npy`` file or the labels themselves).
+
+    Returns
+    -------
+    EmbeddingTable
+        With no model spec or fingerprint. Pickled (object) arrays are refused.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if labels is None:
+            raise ValueError(f"{path} holds vectors only: pass labels=... (a file or a list)")
+        if isinstance(labels, (str, os.PathLike)):
+            labels = _load_numpy(Path(labels))
+        return EmbeddingTable.from_arrays(_load_numpy(path), np.asarray(labels))
+    arrays = _load_numpy(path)
+    vector_key = _pick_column(list(arrays), None, _VECTOR_KEYS, "embeddings", path)
+    label_key = _pick_column(list(arrays), None, _LABEL_KEYS, "labels", path)
+    classes = arrays.get("classes")
+    return EmbeddingTable.from_arrays(
+        arrays[vector_key],
+        arrays[label_key],
+        ids=arrays.get("ids"),
+        classes=None if classes is None else classes.tolist(),
+    )
+
+
+def _load_numpy(path: Path) -> Any:
+    """An ``.npy`` array or a dict of an ``.npz``'s arrays, never unpickling anything."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:  # an .npz archive; object arrays fail as they are read
+            return {key: loaded[key] for key in loaded.files}
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise ValueError(
+                f"{path} holds object arrays, which protoshot never unpickles"
+            ) from None
+        raise
+
+
+def load_table(path: str | os.PathLike[str]) -> EmbeddingTable:
+    """Load embeddings from a Parquet table (:meth:`EmbeddingTable.load`) or numpy arrays."""
+    if Path(path).suffix.lower() in (".npz", ".npy"):
+        return read_arrays(path)
+    return EmbeddingTable.load(path)

@@ -1,0 +1,179 @@
+"""Meta-test evaluation: accuracy over many N-way K-shot episodes, mean and 95% confidence interval.
+
+Every configuration (method variant x shots) is scored on the *same* episodes, so their
+differences are not sampling noise. Smaller shot counts use the first ``k`` shots of each class
+of episodes drawn with the largest count, with the same queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence, Sized
+from typing import Any, Literal, cast
+
+import numpy as np
+import torch
+
+from protoshot._device import best_device, parse_dtype
+from protoshot._progress import progress_bar
+from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
+from protoshot.episodes import Episodes, EpisodeSampler
+from protoshot.evaluation import engine
+from protoshot.evaluation.results import CI_METHODS, EvalResult, GridResult, mean_ci
+from protoshot.kernels import RowReader
+from protoshot.maths.normalize import NORMALIZATIONS
+from protoshot.methods import Method, Prototypes
+
+
+def evaluate_episodes(
+    embeddings: ArrayLike,
+    episodes: Episodes | Iterable[Episodes],
+    *,
+    shots: Sequence[int] | None = None,
+    metrics: Sequence[str] | None = None,
+    normalizations: Sequence[str] | None = None,
+    method: Method | None = None,
+    center: ArrayLike | None = None,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    ci: Literal["normal", "t"] = "normal",
+    progress: bool = False,
+) -> GridResult:
+    """Evaluate configurations on given episodes (a block, or an iterable of blocks).
+
+    Parameters
+    ----------
+    embeddings : float [n_samples, D]
+        The embedding table the episode indices point into.
+    episodes : Episodes or iterable of Episodes
+        E.g. an :class:`EpisodeSampler` (iterated block by block, so memory stays bounded).
+    shots : sequence of int, optional
+        Evaluate with the first ``k`` shots of each class for each ``k``; default the episodes' own.
+    metrics, normalizations : sequences of names
+        The variants of the default method, :class:`~protoshot.methods.Prototypes`
+        (default squared Euclidean, no normalisation). See :data:`protoshot.METRICS` and
+        :data:`protoshot.NORMALIZATIONS`.
+    method : Method, optional
+        Any method of :mod:`protoshot.methods` (then without ``metrics`` / ``normalizations``).
+    center : float [D], optional
+        Fixed centre for ``"cl2n"`` (e.g. the base classes' mean); default each episode's support mean.
+    chunk_size : int, optional
+        Episodes computed at once; peak memory grows linearly with it, not with the episode
+        count. By default as many as keep a chunk's prototypes near 64 MiB.
+    device, dtype
+        Where and in which precision to compute (``"bfloat16"`` / ``"float16"`` for GPUs).
+    ci : {"normal", "t"}
+        Confidence interval method (see :func:`mean_ci`).
+    progress : bool
+        Show a progress bar over episodes.
+    """
+    if method is None:
+        method = Prototypes(normalizations or ("none",), metrics or ("sqeuclidean",))
+    elif metrics is not None or normalizations is not None:
+        raise ValueError("give a method or metrics / normalizations, not both")
+    check_choice("ci method", ci, CI_METHODS)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    dev = best_device(device)
+    x = as_float_tensor(embeddings, "embeddings", ndim=2).to(dev, parse_dtype(dtype)).contiguous()
+    c = None
+    if center is not None:
+        c = as_float_tensor(center, "center", ndim=1).to(dev, x.dtype)
+        check_same_features(x, c, "embeddings", "center")
+    blocks = [episodes] if isinstance(episodes, Episodes) else episodes
+    total = len(episodes) if isinstance(episodes, Sized) else None
+    with progress_bar(progress, total, "episodes") as advance:
+        configs, acc = engine.run(
+            RowReader(x), blocks, method, shots=shots, center=c, chunk_size=chunk_size,
+            advance=advance,
+        )  # fmt: skip
+    results = []
+    for row, config in zip(acc, configs, strict=True):
+        mean, std, half = mean_ci(row, method=ci)
+        results.append(EvalResult(mean, std, half, row.size, config, row))
+    return GridResult(results)
+
+
+def evaluate_grid(
+    embeddings: ArrayLike,
+    labels: Sequence[Any] | np.ndarray,
+    *,
+    n_way: int | Literal["all"] = 5,
+    shots: Sequence[int] = (1, 5),
+    n_query: int = 15,
+    n_episodes: int = 600,
+    seed: int = 0,
+    metrics: Sequence[str] = ("sqeuclidean", "cosine"),
+    normalizations: Sequence[str] = NORMALIZATIONS,
+    classes: Sequence[Any] | None = None,
+    center: ArrayLike | None = None,
+    **options: Any,
+) -> GridResult:
+    """Compare metrics x normalisations x shots on the same N-way episodes.
+
+    ``options`` go to :func:`evaluate_episodes` (``chunk_size``, ``device``, ``dtype``, ``ci``,
+    ``progress``). See :class:`EpisodeSampler` for the sampling parameters.
+    """
+    if not shots:
+        raise ValueError("shots is empty; give at least one shot count")
+    sampler = _sampler(
+        embeddings, labels, n_way=n_way, n_shot=max(shots), n_query=n_query,
+        n_episodes=n_episodes, seed=seed, classes=classes,
+    )  # fmt: skip
+    return evaluate_episodes(
+        embeddings,
+        sampler,
+        shots=shots,
+        metrics=metrics,
+        normalizations=normalizations,
+        center=center,
+        **options,
+    )
+
+
+def evaluate(
+    embeddings: ArrayLike,
+    labels: Sequence[Any] | np.ndarray,
+    *,
+    n_way: int | Literal["all"] = 5,
+    n_shot: int | tuple[int, int] = 1,
+    n_query: int = 15,
+    n_episodes: int = 600,
+    seed: int = 0,
+    metric: str = "sqeuclidean",
+    normalization: str = "none",
+    classes: Sequence[Any] | None = None,
+    center: ArrayLike | None = None,
+    **options: Any,
+) -> EvalResult:
+    """Mean accuracy ± 95% CI of nearest-prototype classification over N-way K-shot episodes.
+
+    Examples
+    --------
+    >>> result = evaluate(embeddings, labels, n_way=5, n_shot=1, n_episodes=1000)
+    >>> print(result)  # doctest: +SKIP
+    n_way=5, n_shot=1, ...: 93.42% ± 0.31 (95% CI, 1000 episodes)
+    """
+    sampler = _sampler(
+        embeddings, labels, n_way=n_way, n_shot=n_shot, n_query=n_query,
+        n_episodes=n_episodes, seed=seed, classes=classes,
+    )  # fmt: skip
+    return evaluate_episodes(
+        embeddings,
+        sampler,
+        metrics=[metric],
+        normalizations=[normalization],
+        center=center,
+        **options,
+    ).results[0]
+
+
+def _sampler(
+    embeddings: ArrayLike, labels: Sequence[Any] | np.ndarray, **sampling: Any
+) -> EpisodeSampler:
+    """The episode sampler over ``labels``, once they are known to match the embeddings' rows."""
+    sampler = EpisodeSampler(labels, **sampling)
+    n_rows = len(cast(Sized, embeddings))
+    if n_rows != len(labels):
+        raise ValueError(f"embeddings have {n_rows} rows but labels have {len(labels)}")
+    return sampler

@@ -1,0 +1,131 @@
+"""Results of an evaluation: per-episode accuracies, their mean and 95% confidence interval,
+and a grid of configurations rendered as a table or JSON.
+
+Used by every protocol (:mod:`~protoshot.evaluation.api`, :mod:`~protoshot.evaluation.protocols`)
+and by the reports.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from protoshot._validation import ArrayLike, check_choice
+
+CI_METHODS = ("normal", "t")
+
+
+def mean_ci(
+    per_episode: ArrayLike, *, confidence: float = 0.95, method: Literal["normal", "t"] = "normal"
+) -> tuple[float, float, float]:
+    """Mean, sample standard deviation and confidence half-width of per-episode accuracies.
+
+    ``"normal"`` gives ``z * std / sqrt(E)`` (1.96 for 95%), the few-shot literature's convention;
+    ``"t"`` uses Student's t quantile with ``E - 1`` degrees of freedom (wider for few episodes).
+    """
+    check_choice("ci method", method, CI_METHODS)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    acc = np.asarray(per_episode, dtype=np.float64).ravel()
+    if acc.size == 0:
+        raise ValueError("no episodes to summarise")
+    mean = float(acc.mean())
+    if acc.size == 1:
+        return mean, 0.0, float("nan")
+    std = float(acc.std(ddof=1))
+    from scipy import stats
+
+    dist = stats.t(df=acc.size - 1) if method == "t" else stats.norm()
+    return mean, std, float(dist.ppf(0.5 + confidence / 2) * std / math.sqrt(acc.size))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy of one configuration over ``n_episodes`` episodes (fractions in [0, 1])."""
+
+    mean: float
+    std: float
+    ci95: float
+    n_episodes: int
+    config: dict[str, Any]
+    per_episode: np.ndarray = field(repr=False)
+
+    def __str__(self) -> str:
+        name = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        return (
+            f"{name}: {100 * self.mean:.2f}% ± {100 * self.ci95:.2f} "
+            f"(95% CI, {self.n_episodes} episodes)"
+        )
+
+    def to_dict(self, *, per_episode: bool = False) -> dict[str, Any]:
+        """Plain JSON-ready dict; ``per_episode=True`` adds the list of accuracies."""
+        out = {k: v for k, v in asdict(self).items() if k != "per_episode"}
+        if math.isnan(self.ci95):  # one episode: no interval (JSON has no NaN)
+            out["ci95"] = None
+        if per_episode:
+            out["per_episode"] = self.per_episode.tolist()
+        return out
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """Results of several configurations evaluated on the same episodes."""
+
+    results: list[EvalResult]
+
+    def __iter__(self) -> Iterator[EvalResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def best(self) -> EvalResult:
+        """The configuration with the highest mean accuracy."""
+        return max(self.results, key=lambda r: r.mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [r.to_dict() for r in self.results], "best": self.best().config}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def table(self, title: str | None = None) -> Any:
+        """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row marked."""
+        from rich.table import Table
+
+        table = Table(title=title)
+        keys = list(self.results[0].config)
+        for key in keys:
+            table.add_column(_SHORT.get(key, key))
+        table.add_column("acc %", justify="right")
+        table.add_column("± CI", justify="right")
+        table.add_column("episodes", justify="right")
+        best = self.best()
+        for r in self.results:
+            mark = r is best
+            cells = [str(r.config[k]) for k in keys]
+            acc = f"{100 * r.mean:.2f}" + (" *" if mark else "")
+            table.add_row(
+                *cells,
+                acc,
+                f"{100 * r.ci95:.2f}",
+                str(r.n_episodes),
+                style="bold green" if mark else None,
+            )
+        return table
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(self.table())
+        return console.export_text()
+
+
+_SHORT = {"n_way": "ways", "n_shot": "shots", "n_query": "queries", "normalization": "norm"}
