@@ -96,6 +96,11 @@ def test_all_class_protocol(banking_table: Path, tmp_path: Path) -> None:
         (["--plot", "/nonexistent/dir/p.png"], "folder /nonexistent/dir does not exist"),
         (["--protocol", "all-class"], "the all-class protocol needs --test"),
         (["--ways", "13"], "n_way=13 but only 12 classes are available"),
+        (["--ways", "0"], "ways must be a positive integer or 'all'"),
+        (["--protocol", "episodic,all-class"], "unknown protocol 'episodic,all-class'"),
+        (["--classes", "a,b", "--split", "novel"], "give --classes or --split, not both"),
+        (["--center-from", "base"], "--center-from base needs --split"),
+        (["--split", "novel", "--split-fractions", "0.5,0.5"], "--split-fractions must be three"),
     ],
 )
 def test_bad_options_give_one_line_errors(

@@ -185,3 +185,15 @@ def test_model_command_errors(text_model: Path, cache_dir: Path, tmp_path: Path)
     assert code == 1 and "newer protoshot" in err
     for line in err.splitlines()[1:]:
         assert not line.strip() or line.startswith(" ")  # one message, never a traceback
+
+
+def test_remove_works_on_a_bare_classifier_folder(tmp_path: Path) -> None:
+    from protoshot import PrototypeClassifier
+
+    rng = np.random.default_rng(0)
+    PrototypeClassifier().fit(rng.normal(size=(6, 4)), [1, 1, 2, 2, 3, 3]).save(tmp_path)
+    code, _, err = run("remove", str(tmp_path), "2")
+    assert code == 0 and "removed 2; 2 classes remain" in err
+    assert PrototypeClassifier.load(tmp_path).classes_.tolist() == [1, 3]
+    code, _, err = run("remove", str(tmp_path), "two")
+    assert code == 1 and "'two' is not an integer" in err

@@ -76,6 +76,13 @@ def test_a_method_or_its_variants_not_both(blobs) -> None:
         evaluate_episodes(x, episodes, metrics=["cosine"], method=Prototypes())
 
 
+def test_empty_variant_lists_are_refused(blobs) -> None:
+    x, y = blobs
+    episodes = EpisodeSampler(y, n_way=3, n_shot=2, n_query=2, n_episodes=4).sample()
+    with pytest.raises(ValueError, match="metrics is empty"):
+        evaluate_episodes(x, episodes, metrics=[])
+
+
 def test_blocks_of_different_shapes_are_refused(blobs) -> None:
     x, y = blobs
     five = EpisodeSampler(y, n_way=5, n_shot=2, n_query=2, n_episodes=4).sample()

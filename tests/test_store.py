@@ -64,6 +64,19 @@ def test_older_formats_are_migrated_on_read(model_folder: Path, monkeypatch) -> 
     assert PrototypeClassifier.load(model_folder).classes_.tolist() == [0, 1, 2]
 
 
+def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
+    target = tmp_path / "f.bin"
+    write_atomically(target, b"x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~store._UMASK
+
+
+def test_an_older_format_without_a_migration_is_named(model_folder: Path) -> None:
+    config = json.loads((model_folder / "config.json").read_text())
+    (model_folder / "config.json").write_text(json.dumps({**config, "format_version": 0}))
+    with pytest.raises(ValueError, match="unknown model format 0"):
+        store.read_config(model_folder)
+
+
 def test_a_config_without_its_arrays_entry_is_invalid(model_folder: Path) -> None:
     config = json.loads((model_folder / "config.json").read_text())
     del config["arrays_sha256"]

@@ -41,6 +41,9 @@ LOCK_FILE = ".protoshot.lock"
 ARRAYS_PREFIX = "prototypes-"
 ARRAYS_SUFFIX = ".safetensors"
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process's umask, restored
+
 #: ``{version: migrate}``: turns a config of format ``version`` into one of ``version + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
@@ -57,6 +60,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; files get the usual mode
     try:
         yield tmp
         _fsync_file(tmp)
@@ -186,6 +190,8 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
             f"({config.get('protoshot_version', '?')}); this version reads up to format "
             f"{FORMAT_VERSION}: upgrade protoshot"
         )
+    if version < FORMAT_VERSION and version not in MIGRATIONS:
+        raise ValueError(f"{config_path} has an unknown model format {version}")
     while version < FORMAT_VERSION:
         config = MIGRATIONS[version](config)
         version = config["format_version"] = version + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -137,7 +137,7 @@ def _evaluate(
     batch_size: int, cache: CacheArg,
 ) -> tuple[dict[str, Any], Any]:  # fmt: skip
     from protoshot import METRICS, NORMALIZATIONS
-    from protoshot._validation import positive_int
+    from protoshot._validation import check_choice
     from protoshot.evaluation.reports import plot_grid, report_dict
     from protoshot.evaluation.tables import PROTOCOLS, evaluate_table
     from protoshot.pipeline import load_embeddings
@@ -145,23 +145,28 @@ def _evaluate(
     metric_list = split_list(metrics, "metric", METRICS)
     norm_list = split_list(normalizations, "normalization", NORMALIZATIONS)
     shot_list = split_ints(shots, "shots")
-    split_list(protocol, "protocol", PROTOCOLS)
+    check_choice("protocol", protocol, PROTOCOLS)
     if protocol == "all-class" and test is None:
         raise ValueError("the all-class protocol needs --test (the split to classify)")
+    if classes is not None and split is not None:
+        raise ValueError("give --classes or --split, not both")
+    if center_from == "base" and split is None:
+        raise ValueError("--center-from base needs --split (the base classes come from it)")
     if plot is not None and not plot.parent.is_dir():
         raise ValueError(f"cannot write the plot: folder {plot.parent} does not exist")
-    fractions = tuple(float(f) for f in split_fractions.split(","))
+    n_way = _ways(ways)
+    fractions = None if split is None else _fractions(split_fractions)
     load = functools.partial(load_embeddings, cache=cache, batch_size=batch_size, device=device)
     table, _ = load(source, model)
     same_model = model or table.model or None
-    test_table = None if test is None else load(test, same_model)[0]
+    test_table = load(test, same_model)[0] if protocol == "all-class" and test else None
     center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
     grid = evaluate_table(
         table, protocol=protocol, test=test_table,
-        n_way="all" if ways == "all" else positive_int(ways, "ways", from_text=True),
+        n_way=n_way,
         shots=shot_list, n_query=queries, n_episodes=episodes, seed=seed, metrics=metric_list,
         normalizations=norm_list, classes=_class_names(classes), split=split,
-        split_fractions=fractions, split_seed=split_seed, center=center,  # type: ignore[arg-type]
+        split_fractions=fractions or (0.6, 0.2, 0.2), split_seed=split_seed, center=center,  # type: ignore[arg-type]
         device=device, dtype=dtype, progress=episodes >= 2000,
     )  # fmt: skip
     if plot is not None:
@@ -174,6 +179,24 @@ def _evaluate(
         "seed": seed,
     }
     return report_dict(grid, **context), grid
+
+
+def _ways(text: str) -> int | Literal["all"]:
+    if text == "all":
+        return "all"
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"ways must be a positive integer or 'all', got {text!r}")
+    return int(text)
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(f) for f in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ValueError(f"--split-fractions must be three numbers like 0.6,0.2,0.2, got {text!r}")
+    return values[0], values[1], values[2]
 
 
 def _class_names(classes: str | None) -> list[str] | None:

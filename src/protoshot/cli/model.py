@@ -173,9 +173,14 @@ def remove_command(
 ) -> None:
     """Remove classes from a model (an exact update); saved atomically."""
     with user_errors(), folder_lock(model_dir, "protoshot remove"):
-        few = _load(model_dir, None, None, True, 32)
-        few.remove_classes(labels).save(model_dir, overwrite=True)
-    stderr().print(f"removed {', '.join(labels)}; {len(few.classes)} classes remain")
+        from protoshot import PrototypeClassifier
+        from protoshot.labels import labels_like
+
+        # the prototypes alone: removing needs no embedder (and any saved classifier qualifies)
+        classifier = PrototypeClassifier.load(model_dir)
+        classifier.remove_classes(labels_like(labels, classifier.classes_))
+        classifier.save(model_dir, overwrite=True)
+    stderr().print(f"removed {', '.join(labels)}; {len(classifier.classes_)} classes remain")
 
 
 def calibrate_command(

@@ -68,6 +68,9 @@ def evaluate_episodes(
         Show a progress bar over episodes.
     """
     if method is None:
+        for name, names in (("metrics", metrics), ("normalizations", normalizations)):
+            if names is not None and not names:
+                raise ValueError(f"{name} is empty; give at least one or leave it out")
         method = Prototypes(normalizations or ("none",), metrics or ("sqeuclidean",))
     elif metrics is not None or normalizations is not None:
         raise ValueError("give a method or metrics / normalizations, not both")

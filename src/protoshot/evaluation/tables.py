@@ -72,7 +72,11 @@ def evaluate_table(
         if test is None:
             raise ValueError("the all-class protocol needs a test table (the split to classify)")
         if test.fingerprint != table.fingerprint:
-            raise ValueError("the test table was embedded by another model than the support table")
+            raise ValueError(
+                f"the test table was embedded by another model ({test.model or '?'}, "
+                f"{test.fingerprint[:12]}) than the support table ({table.model or '?'}, "
+                f"{table.fingerprint[:12]})"
+            )
         return all_class_kshot(
             table.vectors, table.labels, test.vectors, test.labels, shots=shots,
             n_seeds=n_episodes, seed=seed, center=centre, **settings,
@@ -115,5 +119,9 @@ def _center(
             raise ValueError("centring on the base classes needs a split (they come from it)")
         return np.asarray(table.vectors[np.isin(table.labels, base)].mean(0))
     if center.fingerprint != table.fingerprint:
-        raise ValueError("the centre's table was embedded by another model than the evaluated one")
+        raise ValueError(
+            f"the centre's table was embedded by another model ({center.model or '?'}, "
+            f"{center.fingerprint[:12]}) than the evaluated one ({table.model or '?'}, "
+            f"{table.fingerprint[:12]})"
+        )
     return np.asarray(center.vectors.mean(0))
