@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protoshot.cache import CacheArg
 from protoshot.evaluation import GridResult, evaluate_grid
 from protoshot.evaluation.protocols import RunsResult, all_class_kshot, omniglot_runs
 
@@ -61,7 +62,7 @@ def run_demo(
     out_dir: str | os.PathLike[str] = "protoshot-demo",
     episodes: int = 2000,
     seed: int = 0,
-    cache: Any = True,
+    cache: CacheArg = True,
     device: str | None = None,
     download: bool = False,
     datasets: tuple[str, ...] = ("banking77", "omniglot"),

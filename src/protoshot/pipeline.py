@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from protoshot.cache import CacheStats
+from protoshot.cache import CacheArg, CacheStats
 from protoshot.data import EmbeddingTable, Samples, load_source, load_table
 from protoshot.embedders import Embedder, create_embedder, embed
 
@@ -17,7 +17,7 @@ TABLE_SUFFIXES = (".parquet", ".npz", ".npy")
 
 
 def embedder_for(
-    model: str | Embedder, *, device: str | None = None, cache: Any = True
+    model: str | Embedder, *, device: str | None = None, cache: CacheArg = True
 ) -> Embedder:
     """An embedder from a spec; with a cache folder, EfficientNet's ONNX export is kept beside it."""
     if not isinstance(model, str):
@@ -32,7 +32,7 @@ def embed_samples(
     samples: Samples,
     embedder: Embedder,
     *,
-    cache: Any = True,
+    cache: CacheArg = True,
     batch_size: int = 32,
     progress: bool | None = None,
 ) -> tuple[EmbeddingTable, CacheStats]:
@@ -70,7 +70,7 @@ def load_embeddings(
     *,
     text_column: str | None = None,
     label_column: str | None = None,
-    cache: Any = True,
+    cache: CacheArg = True,
     batch_size: int = 32,
     device: str | None = None,
     download: bool = False,
