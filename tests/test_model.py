@@ -133,3 +133,15 @@ def test_a_copy_changes_alone_and_embeddings_add_like_items(
         FewShotModel(minilm, cache=cache_dir).fit(items[:9], y[:9]).add_examples(items[9:], y[9:])
     )
     np.testing.assert_array_equal(copy.classifier.sums_, direct.classifier.sums_)
+
+
+def test_remove_saved_classes_needs_no_embedder(tmp_path: Path) -> None:
+    from protoshot import PrototypeClassifier
+    from protoshot.model import remove_saved_classes
+
+    rng = np.random.default_rng(0)
+    PrototypeClassifier().fit(rng.normal(size=(6, 4)), [1, 1, 2, 2, 3, 3]).save(tmp_path)
+    assert remove_saved_classes(tmp_path, ["2", 3]) == [1]
+    assert PrototypeClassifier.load(tmp_path).classes_.tolist() == [1]
+    with pytest.raises(ValueError, match="cannot remove every class"):
+        remove_saved_classes(tmp_path, [1])

@@ -5,8 +5,9 @@ spec and fingerprint in its metadata, so loading re-creates the embedder and ref
 fingerprint differs (other weights would give vectors the prototypes do not match). An optional
 rejection rule answers ``None`` ("unknown") when the best class is not probable enough.
 
-The CLI and the service change a model only through its methods here (``add_examples``,
-``add_embeddings``, ``remove_classes``, ``calibrate``, ``copy``), never through the classifier.
+The CLI and the service change a model only through this module (``add_examples``,
+``add_embeddings``, ``remove_classes``, ``calibrate``, ``copy``; :func:`remove_saved_classes` for a
+saved folder, which needs no embedder), never through the classifier.
 """
 
 from __future__ import annotations
@@ -263,6 +264,19 @@ class FewShotModel:
         if not self.classes:
             return list(labels)
         return labels_like(labels, self.classifier.classes_)
+
+
+def remove_saved_classes(directory: str | os.PathLike[str], labels: Sequence[Any]) -> list[Any]:
+    """Remove classes from a saved model folder and save it; returns the classes that remain.
+
+    Only the prototypes are read, so no embedder is loaded: this works on any folder written by
+    :meth:`FewShotModel.save` or :meth:`PrototypeClassifier.save`. Labels given as text are
+    converted to the classes' type.
+    """
+    classifier = PrototypeClassifier.load(directory)
+    classifier.remove_classes(labels_like(labels, classifier.classes_))
+    classifier.save(directory, overwrite=True)
+    return list(classifier.classes_.tolist())
 
 
 def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +41,6 @@ LOCK_FILE = ".protoshot.lock"
 ARRAYS_PREFIX = "prototypes-"
 ARRAYS_SUFFIX = ".safetensors"
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: the process's umask, restored
-
 #: ``{version: migrate}``: turns a config of format ``version`` into one of ``version + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
@@ -57,10 +54,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     old content or the new one after any crash. On failure nothing is left behind.
     """
     target = Path(target)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; files get the usual mode
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    # created like any file (0666 less the umask), unlike mkstemp's private 0600
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         _fsync_file(tmp)
@@ -180,8 +176,9 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         config = dict(json.loads(config_path.read_text(encoding="utf-8")))
         version = int(config["format_version"])
-        for key in ("arrays_file", "arrays_sha256"):
-            config[key]
+        missing = [key for key in ("arrays_file", "arrays_sha256") if key not in config]
+        if missing:
+            raise KeyError(missing[0])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{config_path} is not a valid protoshot model config: {err}") from err
     if version > FORMAT_VERSION:

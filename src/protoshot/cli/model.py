@@ -173,14 +173,10 @@ def remove_command(
 ) -> None:
     """Remove classes from a model (an exact update); saved atomically."""
     with user_errors(), folder_lock(model_dir, "protoshot remove"):
-        from protoshot import PrototypeClassifier
-        from protoshot.labels import labels_like
+        from protoshot.model import remove_saved_classes
 
-        # the prototypes alone: removing needs no embedder (and any saved classifier qualifies)
-        classifier = PrototypeClassifier.load(model_dir)
-        classifier.remove_classes(labels_like(labels, classifier.classes_))
-        classifier.save(model_dir, overwrite=True)
-    stderr().print(f"removed {', '.join(labels)}; {len(classifier.classes_)} classes remain")
+        remaining = remove_saved_classes(model_dir, labels)
+    stderr().print(f"removed {', '.join(labels)}; {len(remaining)} classes remain")
 
 
 def calibrate_command(

@@ -18,7 +18,7 @@ from protoshot.episodes import Episodes
 from protoshot.kernels import RowReader
 from protoshot.methods.base import EpisodeBlock, Method
 
-#: Bytes of prototypes and references per chunk (see :func:`chunk_episodes`).
+#: Bytes of prototypes and references per chunk (see :func:`episodes_per_chunk`).
 CHUNK_BYTES = 64 * 2**20
 
 
@@ -48,7 +48,7 @@ def run(
         if block.n_support is not None:
             low = int(block.n_support.min())
             fewest = low if fewest is None else min(fewest, low)
-        step = chunk_size or chunk_episodes(block, rows.x)
+        step = chunk_size or episodes_per_chunk(block, rows.x)
         for start in range(0, len(block), step):
             part = block[start : start + step]
             chunks.append(accuracies(episode_block(rows, part, center), method, shot_list))
@@ -88,7 +88,7 @@ def accuracies(block: EpisodeBlock, method: Method, shots: Sequence[int]) -> np.
     return torch.stack(correct).cpu().numpy() / (block.n_way * block.n_query)
 
 
-def chunk_episodes(block: Episodes, x: torch.Tensor) -> int:
+def episodes_per_chunk(block: Episodes, x: torch.Tensor) -> int:
     """Episodes whose prototypes and references take about :data:`CHUNK_BYTES`: enough episodes
     per chunk that each class recurs many times (the fused kernel then finds its rows in cache)
     and the per-chunk overhead is amortised, while memory stays bounded

@@ -85,7 +85,7 @@ class EpisodeBlock:
 class Method(Protocol):
     """A classification method the evaluator can score on blocks of episodes."""
 
-    #: Short name, used in results and on the command line.
+    #: Short name that identifies the method (e.g. ``"prototypes"``).
     name: str
 
     def variants(self) -> list[dict[str, Any]]:
