@@ -130,7 +130,7 @@ def test_console_script_runs(banking_table: Path) -> None:
         [sys.executable, "-m", "protoshot", "evaluate", str(banking_table), "--episodes", "20", "--json"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert json.loads(out.stdout)["schema"] == "protoshot.evaluate/1"
+    assert json.loads(out.stdout)["schema"] == "protoshot.evaluate/2"
 
 
 def test_version_and_help_list_every_command() -> None:

@@ -129,7 +129,7 @@ def test_result_objects_print_and_serialise(blobs) -> None:
     x, y = blobs
     result = evaluate(x, y, n_way=3, n_shot=1, n_query=2, n_episodes=30)
     assert str(result).startswith(
-        "n_way=3, n_shot=1, n_query=2, normalization=none, metric=sqeuclidean: "
+        "method=prototypes, n_way=3, n_shot=1, n_query=2, normalization=none, metric=sqeuclidean: "
     )
     assert "(95% CI, 30 episodes)" in str(result)
     d = json.loads(json.dumps(result.to_dict(per_episode=True)))

@@ -22,6 +22,7 @@ class GatheredPrototypes:
     """Prototypes the plain way: gather, normalise, average, score (the interface's simple path)."""
 
     name = "gathered-prototypes"
+    min_shots = 1
 
     def __init__(self, normalizations: Sequence[str], metrics: Sequence[str]) -> None:
         self.pairs = list(itertools.product(normalizations, metrics))
@@ -43,11 +44,15 @@ def test_a_gathered_method_matches_prototypes_through_the_engine(blobs, n_shot) 
     x, y = blobs
     sampler = EpisodeSampler(y, n_way=4, n_shot=n_shot, n_query=3, n_episodes=50, seed=3)
     shots = None if isinstance(n_shot, tuple) else (1, 4)
-    fast = evaluate_episodes(x, sampler, shots=shots, method=Prototypes(NORMALIZATIONS, METRICS))
+    fast = evaluate_episodes(x, sampler, shots=shots, methods=[Prototypes(NORMALIZATIONS, METRICS)])
     plain = evaluate_episodes(
-        x, sampler, shots=shots, method=GatheredPrototypes(NORMALIZATIONS, METRICS)
+        x, sampler, shots=shots, methods=[GatheredPrototypes(NORMALIZATIONS, METRICS)]
     )
-    assert [r.config for r in fast] == [r.config for r in plain]
+
+    def settings(grid):
+        return [{k: v for k, v in r.config.items() if k != "method"} for r in grid]
+
+    assert settings(fast) == settings(plain)
     for a, b in zip(fast, plain, strict=True):
         np.testing.assert_array_equal(a.per_episode, b.per_episode)
 
@@ -69,11 +74,15 @@ def test_prototypes_rejects_unknown_names() -> None:
         Prototypes(metrics=["manhattan"])
 
 
-def test_a_method_or_its_variants_not_both(blobs) -> None:
+def test_methods_are_named_and_not_empty(blobs) -> None:
     x, y = blobs
     episodes = EpisodeSampler(y, n_way=3, n_shot=2, n_query=2, n_episodes=4).sample()
-    with pytest.raises(ValueError, match="not both"):
-        evaluate_episodes(x, episodes, metrics=["cosine"], method=Prototypes())
+    with pytest.raises(ValueError, match="methods is empty"):
+        evaluate_episodes(x, episodes, methods=[])
+    with pytest.raises(ValueError, match="unknown method 'knn'"):
+        evaluate_episodes(x, episodes, methods=["knn"])
+    with pytest.raises(ValueError, match="needs class names"):
+        evaluate_episodes(x, episodes, methods=["named-prototypes"])
 
 
 def test_empty_variant_lists_are_refused(blobs) -> None:

@@ -7,7 +7,7 @@ of episodes drawn with the largest count, with the same queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -18,10 +18,16 @@ from protoshot._progress import progress_bar
 from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
 from protoshot.episodes import Episodes, EpisodeSampler
 from protoshot.evaluation import engine
-from protoshot.evaluation.results import CI_METHODS, EvalResult, GridResult, mean_ci
+from protoshot.evaluation.results import (
+    CI_METHODS,
+    EvalResult,
+    GridResult,
+    mean_ci,
+    paired_differences,
+)
 from protoshot.kernels import RowReader
 from protoshot.maths.normalize import NORMALIZATIONS
-from protoshot.methods import Method, Prototypes
+from protoshot.methods import Method, create_method
 
 
 def evaluate_episodes(
@@ -29,10 +35,12 @@ def evaluate_episodes(
     episodes: Episodes | Iterable[Episodes],
     *,
     shots: Sequence[int] | None = None,
+    methods: Sequence[str | Method] = ("prototypes",),
     metrics: Sequence[str] | None = None,
     normalizations: Sequence[str] | None = None,
-    method: Method | None = None,
+    class_embeddings: ArrayLike | None = None,
     center: ArrayLike | None = None,
+    targets: ArrayLike | None = None,
     chunk_size: int | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = "float32",
@@ -48,15 +56,22 @@ def evaluate_episodes(
     episodes : Episodes or iterable of Episodes
         E.g. an :class:`EpisodeSampler` (iterated block by block, so memory stays bounded).
     shots : sequence of int, optional
-        Evaluate with the first ``k`` shots of each class for each ``k``; default the episodes' own.
+        Evaluate with the first ``k`` shots of each class for each ``k``; default the episodes'
+        own. 0 (class names alone) gives a zero-shot row for the methods that use names.
+    methods : names from :data:`protoshot.methods.METHODS`, or Method objects
+        Every method is scored on the same episodes; with more than one, each row carries its
+        paired difference to plain prototypes.
     metrics, normalizations : sequences of names
-        The variants of the default method, :class:`~protoshot.methods.Prototypes`
-        (default squared Euclidean, no normalisation). See :data:`protoshot.METRICS` and
-        :data:`protoshot.NORMALIZATIONS`.
-    method : Method, optional
-        Any method of :mod:`protoshot.methods` (then without ``metrics`` / ``normalizations``).
+        The grid of the prototype methods (default squared Euclidean, no normalisation). See
+        :data:`protoshot.METRICS` and :data:`protoshot.NORMALIZATIONS`.
+    class_embeddings : float [n_classes, D], optional
+        An embedding of each class's name or description, row ``c`` for class ``c`` of the
+        episodes' ``ways`` (for the ``named-*`` methods; ``auto`` uses them when given).
     center : float [D], optional
         Fixed centre for ``"cl2n"`` (e.g. the base classes' mean); default each episode's support mean.
+    targets : int [M], optional
+        For blocks whose queries are one shared set ``[E, 1, M]`` (the all-class protocol): the
+        way of each query.
     chunk_size : int, optional
         Episodes computed at once; peak memory grows linearly with it, not with the episode
         count. By default as many as keep a chunk's prototypes near 64 MiB.
@@ -67,13 +82,14 @@ def evaluate_episodes(
     progress : bool
         Show a progress bar over episodes.
     """
-    if method is None:
-        for name, names in (("metrics", metrics), ("normalizations", normalizations)):
-            if names is not None and not names:
-                raise ValueError(f"{name} is empty; give at least one or leave it out")
-        method = Prototypes(normalizations or ("none",), metrics or ("sqeuclidean",))
-    elif metrics is not None or normalizations is not None:
-        raise ValueError("give a method or metrics / normalizations, not both")
+    for name, names in (("metrics", metrics), ("normalizations", normalizations)):
+        if names is not None and not names:
+            raise ValueError(f"{name} is empty; give at least one or leave it out")
+    if not methods:
+        raise ValueError("methods is empty; give at least one")
+    named = class_embeddings is not None
+    grid = {"normalizations": normalizations or ("none",), "metrics": metrics or ("sqeuclidean",)}
+    chosen = [create_method(m, named=named, **grid) if isinstance(m, str) else m for m in methods]
     check_choice("ci method", ci, CI_METHODS)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -83,18 +99,24 @@ def evaluate_episodes(
     if center is not None:
         c = as_float_tensor(center, "center", ndim=1).to(dev, x.dtype)
         check_same_features(x, c, "embeddings", "center")
+    name_rows = None
+    if class_embeddings is not None:
+        name_rows = as_float_tensor(class_embeddings, "class embeddings", ndim=2).to(dev, x.dtype)
+        check_same_features(x, name_rows, "embeddings", "class embeddings")
+    target = None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.int64)
     blocks = [episodes] if isinstance(episodes, Episodes) else episodes
     total = len(episodes) if isinstance(episodes, Sized) else None
     with progress_bar(progress, total, "episodes") as advance:
         configs, acc = engine.run(
-            RowReader(x), blocks, method, shots=shots, center=c, chunk_size=chunk_size,
-            advance=advance,
+            RowReader(x), blocks, chosen, shots=shots, center=c, names=name_rows, targets=target,
+            chunk_size=chunk_size, advance=advance,
         )  # fmt: skip
     results = []
     for row, config in zip(acc, configs, strict=True):
         mean, std, half = mean_ci(row, method=ci)
         results.append(EvalResult(mean, std, half, row.size, config, row))
-    return GridResult(results)
+    grid_result = GridResult(results)
+    return paired_differences(grid_result) if len(chosen) > 1 else grid_result
 
 
 def evaluate_grid(
@@ -108,14 +130,18 @@ def evaluate_grid(
     seed: int = 0,
     metrics: Sequence[str] = ("sqeuclidean", "cosine"),
     normalizations: Sequence[str] = NORMALIZATIONS,
+    methods: Sequence[str | Method] = ("prototypes",),
+    class_embeddings: Mapping[Any, ArrayLike] | None = None,
     classes: Sequence[Any] | None = None,
     center: ArrayLike | None = None,
     **options: Any,
 ) -> GridResult:
-    """Compare metrics x normalisations x shots on the same N-way episodes.
+    """Compare methods x metrics x normalisations x shots on the same N-way episodes.
 
-    ``options`` go to :func:`evaluate_episodes` (``chunk_size``, ``device``, ``dtype``, ``ci``,
-    ``progress``). See :class:`EpisodeSampler` for the sampling parameters.
+    ``class_embeddings`` maps each class label to the embedding of its name or description
+    (see :func:`class_name_embeddings`). ``options`` go to :func:`evaluate_episodes`
+    (``chunk_size``, ``device``, ``dtype``, ``ci``, ``progress``). See :class:`EpisodeSampler`
+    for the sampling parameters.
     """
     if not shots:
         raise ValueError("shots is empty; give at least one shot count")
@@ -127,11 +153,27 @@ def evaluate_grid(
         embeddings,
         sampler,
         shots=shots,
+        methods=methods,
         metrics=metrics,
         normalizations=normalizations,
+        class_embeddings=aligned_class_embeddings(class_embeddings, sampler.classes_),
         center=center,
         **options,
     )
+
+
+def aligned_class_embeddings(
+    class_embeddings: Mapping[Any, ArrayLike] | None, classes: np.ndarray
+) -> np.ndarray | None:
+    """``[n_classes, D]`` rows in the order of ``classes``; names every class that has none."""
+    if class_embeddings is None:
+        return None
+    missing = [c for c in classes.tolist() if c not in class_embeddings]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} classes have no name embedding: {', '.join(map(str, missing[:10]))}"
+        )
+    return np.stack([np.asarray(class_embeddings[c], dtype=np.float32) for c in classes.tolist()])
 
 
 def evaluate(

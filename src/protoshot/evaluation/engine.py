@@ -25,17 +25,21 @@ CHUNK_BYTES = 64 * 2**20
 def run(
     rows: RowReader,
     blocks: Iterable[Episodes],
-    method: Method,
+    methods: Sequence[Method],
     *,
     shots: Sequence[int] | None,
     center: torch.Tensor | None = None,
+    names: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
     chunk_size: int | None = None,
     advance: Callable[[int], None] = lambda n: None,
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Accuracy of every configuration on every episode of ``blocks``.
 
-    Returns the configurations (``n_way``, ``n_shot``, ``n_query`` and the method's variant) and
-    the accuracies, float64 ``[n_configs, n_episodes]``. All blocks must have the same shape.
+    Returns the configurations (``method``, ``n_way``, ``n_shot``, ``n_query`` and the method's
+    variant) and the accuracies, float64 ``[n_configs, n_episodes]``. All blocks must have the
+    same shape. ``names`` and ``targets`` are as in :class:`EpisodeBlock` (``targets`` [M] is
+    the way of each query of a block whose queries are one ``[E, 1, M]`` set).
     """
     first: Episodes | None = None
     shot_list: list[int] = []
@@ -43,7 +47,8 @@ def run(
     chunks: list[np.ndarray] = []
     for block in blocks:
         if first is None:
-            first, shot_list = block, _shots(block, shots)
+            fewest_shots = min(m.min_shots for m in methods)
+            first, shot_list = block, _shots(block, shots, fewest_shots)
         _check_block(block, first, rows.x.shape[0])
         if block.n_support is not None:
             low = int(block.n_support.min())
@@ -51,23 +56,34 @@ def run(
         step = chunk_size or episodes_per_chunk(block, rows.x)
         for start in range(0, len(block), step):
             part = block[start : start + step]
-            chunks.append(accuracies(episode_block(rows, part, center), method, shot_list))
+            chunk = episode_block(rows, part, center, names, targets)
+            chunks.append(
+                np.concatenate([accuracies(chunk, m, _usable(shot_list, m)) for m in methods])
+            )
             advance(len(part))
     if first is None:
         raise ValueError("no episodes to evaluate")
     configs = [
         {
+            "method": method.name,
             "n_way": first.n_way,
             "n_shot": k if fewest is None else f"{fewest}-{first.n_shot}",
             "n_query": first.n_query,
             **variant,
         }
-        for k, variant in itertools.product(shot_list, method.variants())
+        for method in methods
+        for k, variant in itertools.product(_usable(shot_list, method), method.variants())
     ]
     return configs, np.concatenate(chunks, axis=1)
 
 
-def episode_block(rows: RowReader, episodes: Episodes, center: torch.Tensor | None) -> EpisodeBlock:
+def episode_block(
+    rows: RowReader,
+    episodes: Episodes,
+    center: torch.Tensor | None = None,
+    names: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+) -> EpisodeBlock:
     """The :class:`EpisodeBlock` of ``episodes``, its indices on the table's device."""
     dev = rows.x.device
     n_support = episodes.n_support
@@ -78,33 +94,50 @@ def episode_block(rows: RowReader, episodes: Episodes, center: torch.Tensor | No
         ways=episodes.ways,
         n_support=None if n_support is None else torch.from_numpy(n_support).to(dev),
         center=center,
+        names=names,
+        targets=None if targets is None else targets.to(dev).expand(len(episodes), -1),
     )
 
 
 def accuracies(block: EpisodeBlock, method: Method, shots: Sequence[int]) -> np.ndarray:
     """Fraction of correct queries, float64 ``[n_configs, E]``, one row per shot x variant."""
-    target = torch.arange(block.n_way, device=block.rows.x.device).repeat_interleave(block.n_query)
+    if block.targets is None:
+        dev = block.rows.x.device
+        target = torch.arange(block.n_way, device=dev).repeat_interleave(block.n_query)
+    else:
+        target = block.targets
     correct = [(s.argmax(-1) == target).sum(-1) for s in method.scores(block, shots)]
-    return torch.stack(correct).cpu().numpy() / (block.n_way * block.n_query)
+    if not correct:
+        return np.zeros((0, block.n_episodes))
+    return torch.stack(correct).cpu().numpy() / target.shape[-1]
 
 
 def episodes_per_chunk(block: Episodes, x: torch.Tensor) -> int:
-    """Episodes whose prototypes and references take about :data:`CHUNK_BYTES`: enough episodes
-    per chunk that each class recurs many times (the fused kernel then finds its rows in cache)
-    and the per-chunk overhead is amortised, while memory stays bounded
-    (``benchmarks/episodes.py``)."""
-    rows = 2 * block.n_way
-    return max(8, CHUNK_BYTES // (rows * x.shape[1] * x.element_size()))
+    """Episodes whose prototypes and references (or query scores, for large query sets) take
+    about :data:`CHUNK_BYTES`: enough episodes per chunk that each class recurs many times (the
+    fused kernel then finds its rows in cache) and the per-chunk overhead is amortised, while
+    memory stays bounded (``benchmarks/episodes.py``)."""
+    refs = 2 * block.n_way * x.shape[1]
+    scores = 8 * block.query[0].size * block.n_way  # a few score tensors [N * Q, N] per episode
+    return max(8, CHUNK_BYTES // (max(refs, scores) * x.element_size()))
 
 
-def _shots(block: Episodes, shots: Sequence[int] | None) -> list[int]:
+def _usable(shots: list[int], method: Method) -> list[int]:
+    """The shot counts ``method`` can classify with (a 0-shot row only for methods using names)."""
+    return [k for k in shots if k >= method.min_shots]
+
+
+def _shots(block: Episodes, shots: Sequence[int] | None, fewest: int) -> list[int]:
     if shots is None:
         return [block.n_shot]
     if block.n_support is not None:
         raise ValueError("shots cannot be chosen for episodes with unbalanced supports")
     for k in shots:
-        if not 1 <= k <= block.n_shot:
-            raise ValueError(f"shots must be between 1 and the episodes' {block.n_shot}, got {k}")
+        if not fewest <= k <= block.n_shot:
+            zero = "" if fewest else " (0 shots needs a method that uses class names)"
+            raise ValueError(
+                f"shots must be between {fewest} and the episodes' {block.n_shot}, got {k}{zero}"
+            )
     return sorted(set(shots))
 
 

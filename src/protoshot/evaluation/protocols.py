@@ -11,11 +11,10 @@ Both use the maths core the evaluator and the classifier use; seeds are the epis
 
 from __future__ import annotations
 
-import itertools
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,14 @@ import numpy as np
 import torch
 
 from protoshot._validation import ArrayLike, as_float_tensor, check_choice, check_same_features
-from protoshot.episodes import EpisodeSampler
-from protoshot.evaluation.results import EvalResult, GridResult, mean_ci
+from protoshot.episodes import Episodes, EpisodeSampler
+from protoshot.evaluation.api import aligned_class_embeddings, evaluate_episodes
+from protoshot.evaluation.results import GridResult
 from protoshot.labels import as_label_array
 from protoshot.maths.distances import METRICS, episode_scores
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_episode_tensors
 from protoshot.maths.prototypes import episode_prototypes
+from protoshot.methods import Method
 
 
 def all_class_kshot(
@@ -41,9 +42,12 @@ def all_class_kshot(
     shots: Sequence[int] = (5, 10),
     n_seeds: int = 10,
     seed: int = 0,
+    methods: Sequence[str | Method] = ("prototypes",),
     metrics: Sequence[str] = ("sqeuclidean",),
     normalizations: Sequence[str] = ("none",),
+    class_embeddings: Mapping[Any, ArrayLike] | None = None,
     center: ArrayLike | None = None,
+    **options: Any,
 ) -> GridResult:
     """All-class K-shot accuracy on a full test split, mean ± 95% CI over ``n_seeds`` draws.
 
@@ -54,14 +58,13 @@ def all_class_kshot(
     train_labels, test_labels : sequences
         Every test label must be a train class.
     shots : sequence of int
-        Shots per class; the smaller counts use the first shots of the larger draw.
+        Shots per class; the smaller counts use the first shots of the larger draw (0: class
+        names alone, for the methods that use them).
     n_seeds : int
-        Independent draws of the support (the CI is over these).
+        Independent draws of the support (the CI is over these; every method sees the same).
+    methods, metrics, normalizations, class_embeddings, center, options
+        As in :func:`~protoshot.evaluation.evaluate_grid`; seeds are the episode axis.
     """
-    for m in metrics:
-        check_choice("metric", m, METRICS)
-    for nm in normalizations:
-        check_choice("normalization", nm, NORMALIZATIONS)
     if not shots:
         raise ValueError("shots is empty; give at least one shot count")
     x_train = as_float_tensor(train, "train embeddings", ndim=2)
@@ -71,29 +74,21 @@ def all_class_kshot(
     if len(y_test) != len(x_test) or len(train_labels) != len(x_train):
         raise ValueError("each split needs as many labels as embeddings")
     sampler = EpisodeSampler(
-        train_labels, n_way="all", n_shot=max(shots), n_query=1, n_episodes=n_seeds, seed=seed
-    )
+        train_labels, n_way="all", n_shot=max(max(shots), 1), n_query=1, n_episodes=n_seeds,
+        seed=seed,
+    )  # fmt: skip
     classes = sampler.classes_
     unknown = np.setdiff1d(y_test, classes)
     if unknown.size:
         raise ValueError(f"test classes {unknown[:5].tolist()} have no examples in the train split")
-    target = torch.from_numpy(np.searchsorted(classes, y_test))
-    support_idx = torch.from_numpy(sampler.sample().support)  # [S, C, K]
-    support = x_train[support_idx]  # [S, C, K, D]
-    query = x_test.expand(n_seeds, *x_test.shape)
-    c = None if center is None else as_float_tensor(center, "center", ndim=1, dtype=x_train.dtype)
-
-    results = []
-    for k, norm in itertools.product(sorted(set(shots)), dict.fromkeys(normalizations)):
-        s, q = normalize_episode_tensors(support[:, :, :k], query, norm, center=c)
-        protos = episode_prototypes(s)
-        for metric in dict.fromkeys(metrics):
-            pred = episode_scores(q, protos, metric).argmax(-1)  # [S, n_test]
-            acc = (pred == target).double().mean(-1).numpy()
-            mean, std, half = mean_ci(acc)
-            config = {"n_way": len(classes), "n_shot": k, "normalization": norm, "metric": metric}
-            results.append(EvalResult(mean, std, half, n_seeds, config, acc))
-    return GridResult(results)
+    drawn = sampler.sample()
+    test_rows = np.arange(len(x_test)) + len(x_train)
+    episodes = Episodes(drawn.support, np.tile(test_rows, (n_seeds, 1, 1)), drawn.ways)
+    return evaluate_episodes(
+        torch.cat([x_train, x_test]), episodes, shots=shots, methods=methods, metrics=metrics,
+        normalizations=normalizations, center=center, targets=np.searchsorted(classes, y_test),
+        class_embeddings=aligned_class_embeddings(class_embeddings, classes), **options,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from protoshot.evaluation.results import GridResult
 
-SCHEMA_ID = "protoshot.evaluate/1"
+SCHEMA_ID = "protoshot.evaluate/2"
 
 
 def report_dict(grid: GridResult, **context: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import io
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -55,19 +55,26 @@ class EvalResult:
     n_episodes: int
     config: dict[str, Any]
     per_episode: np.ndarray = field(repr=False)
+    #: Mean difference to the baseline row on the same episodes, with its 95% half-width
+    #: (``{"baseline": config, "mean": d, "ci95": h}``); see :func:`paired_differences`.
+    paired: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         name = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        paired = "" if self.paired is None else f", {_delta(self.paired)} vs prototypes"
         return (
             f"{name}: {100 * self.mean:.2f}% ± {100 * self.ci95:.2f} "
-            f"(95% CI, {self.n_episodes} episodes)"
+            f"(95% CI, {self.n_episodes} episodes{paired})"
         )
 
     def to_dict(self, *, per_episode: bool = False) -> dict[str, Any]:
         """Plain JSON-ready dict; ``per_episode=True`` adds the list of accuracies."""
-        out = {k: v for k, v in asdict(self).items() if k != "per_episode"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("per_episode", "paired")}
         if math.isnan(self.ci95):  # one episode: no interval (JSON has no NaN)
             out["ci95"] = None
+        if self.paired is not None:
+            half = self.paired["ci95"]
+            out["paired"] = {**self.paired, "ci95": None if math.isnan(half) else half}
         if per_episode:
             out["per_episode"] = self.per_episode.tolist()
         return out
@@ -100,21 +107,26 @@ class GridResult:
         from rich.table import Table
 
         table = Table(title=title)
-        keys = list(self.results[0].config)
+        keys = list(dict.fromkeys(k for r in self.results for k in r.config))
         for key in keys:
             table.add_column(_SHORT.get(key, key))
         table.add_column("acc %", justify="right")
         table.add_column("± CI", justify="right")
+        paired = any(r.paired is not None for r in self.results)
+        if paired:
+            table.add_column("vs prototypes", justify="right")
         table.add_column("episodes", justify="right")
         best = self.best()
         for r in self.results:
             mark = r is best
-            cells = [str(r.config[k]) for k in keys]
+            cells = [str(r.config.get(k, "")) for k in keys]
             acc = f"{100 * r.mean:.2f}" + (" *" if mark else "")
+            delta = [] if not paired else ["" if r.paired is None else _delta(r.paired)]
             table.add_row(
                 *cells,
                 acc,
                 f"{100 * r.ci95:.2f}",
+                *delta,
                 str(r.n_episodes),
                 style="bold green" if mark else None,
             )
@@ -126,6 +138,41 @@ class GridResult:
         console = Console(width=120, record=True, file=io.StringIO())
         console.print(self.table())
         return console.export_text()
+
+
+def paired_differences(grid: GridResult) -> GridResult:
+    """Each non-prototypes row with its mean difference to plain prototypes on the same episodes.
+
+    The baseline of a row is the ``"prototypes"`` row with the same shots (squared Euclidean
+    without normalisation when the grid has it, else the first such row). Episodes are shared,
+    so the difference's CI is that of the per-episode differences: tighter than comparing two
+    CIs, and the test of "never worse than prototypes".
+    """
+    baselines: dict[Any, EvalResult] = {}
+    for r in grid:
+        if r.config.get("method") == "prototypes":
+            plain = (
+                r.config.get("normalization") == "none" and r.config.get("metric") == "sqeuclidean"
+            )
+            if plain or r.config["n_shot"] not in baselines:
+                baselines[r.config["n_shot"]] = r
+    out = []
+    for r in grid:
+        base = baselines.get(r.config["n_shot"])
+        if base is None or r.config.get("method") == "prototypes":
+            out.append(r)
+            continue
+        diff = r.per_episode - base.per_episode
+        mean, _, half = mean_ci(diff)
+        paired = {"baseline": base.config, "mean": mean, "ci95": half}
+        out.append(replace(r, paired=paired))
+    return GridResult(out)
+
+
+def _delta(paired: dict[str, Any]) -> str:
+    half = paired["ci95"]
+    ci = "" if half is None or math.isnan(half) else f" ± {100 * half:.2f}"
+    return f"{100 * paired['mean']:+.2f}{ci}"
 
 
 _SHORT = {"n_way": "ways", "n_shot": "shots", "n_query": "queries", "normalization": "norm"}

@@ -126,3 +126,16 @@ def prototypes(
             )
         protos = sums_t / counts_t.unsqueeze(-1).to(sums_t.dtype)
     return protos if isinstance(support, torch.Tensor) else protos.numpy()
+
+
+def prototypes_with_prior(
+    sums: torch.Tensor, counts: torch.Tensor, prior: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """Prototypes that count a prior vector (e.g. the class name's embedding) as ``weight`` shots.
+
+    ``(sums + weight * prior) / (counts + weight)`` for per-class ``sums`` [..., N, D], shot
+    ``counts`` [..., N] and ``prior`` [..., N, D]; with ``weight > 0`` a class with no shots is
+    its prior alone (zero-shot), with ``weight = 0`` the plain mean.
+    """
+    total = counts.to(sums.dtype).unsqueeze(-1) + weight
+    return (sums + weight * prior) / total.clamp_min(torch.finfo(sums.dtype).tiny)

@@ -1,15 +1,67 @@
 """Classification methods behind one interface (:mod:`protoshot.methods.base`).
 
-- :class:`~protoshot.methods.prototypes.Prototypes`: nearest class mean under a normalisation
-  and a metric.
+- ``prototypes`` (:class:`~protoshot.methods.prototypes.Prototypes`): nearest class mean under a
+  normalisation and a metric.
+- ``named-prototypes``: the same, the class name's embedding counted as one more shot
+  (zero-shot when a class has no shots).
+- ``linear`` / ``named-linear`` (:class:`~protoshot.methods.linear.LinearHead`): a softmax head
+  started from the prototypes and fitted to the shots (names as extra examples).
+- ``auto`` (:class:`~protoshot.methods.auto.Auto`): per fit, the one of these that
+  cross-validation on the shots picks.
 
-A new method is a module here with a class that has ``name``, ``variants()`` and
-``scores(block, shots)``; the evaluator runs it unchanged (``evaluate_episodes(..., method=...)``).
+A new method is a module here with a class that has ``name``, ``min_shots``, ``variants()`` and
+``scores(block, shots)``; the evaluator runs it unchanged (``evaluate_episodes(..., methods=...)``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from protoshot.methods.auto import PRIOR_WEIGHT, Auto
 from protoshot.methods.base import EpisodeBlock, Method
+from protoshot.methods.linear import HeadSettings, LinearHead
 from protoshot.methods.prototypes import Prototypes
 
-__all__ = ["EpisodeBlock", "Method", "Prototypes"]
+#: Method names, simplest first.
+METHODS = ("prototypes", "named-prototypes", "linear", "named-linear", "auto")
+#: Methods that need class names (``auto`` uses them when there are some).
+NAMED_METHODS = ("named-prototypes", "named-linear")
+
+
+def create_method(
+    name: str,
+    *,
+    named: bool = False,
+    normalizations: Sequence[str] = ("none",),
+    metrics: Sequence[str] = ("sqeuclidean",),
+) -> Method:
+    """The evaluation method called ``name`` (see :data:`METHODS`).
+
+    ``named`` says whether class-name embeddings exist (``auto`` then uses them; the named
+    methods require them). ``normalizations`` and ``metrics`` are the prototype methods' grid.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
+    if name in NAMED_METHODS and not named:
+        raise ValueError(
+            f"the {name!r} method needs class names; integer-coded labels have none "
+            "(give class descriptions, or use the unnamed method)"
+        )
+    if name == "auto":
+        return Auto(named=named)
+    weight = PRIOR_WEIGHT if name in NAMED_METHODS else 0.0
+    if name.endswith("prototypes"):
+        return Prototypes(normalizations, metrics, prior_weight=weight)
+    return LinearHead(settings=HeadSettings(prior_weight=weight))
+
+
+__all__ = [
+    "METHODS",
+    "Auto",
+    "EpisodeBlock",
+    "HeadSettings",
+    "LinearHead",
+    "Method",
+    "Prototypes",
+    "create_method",
+]

@@ -42,6 +42,12 @@ class EpisodeBlock:
         Shots per class of unbalanced supports; ``None`` when every class has ``K``.
     center : float [D] or None
         A fixed centre for ``"cl2n"`` (e.g. the base classes' mean); ``None``: per episode.
+    names : float [n_classes, D] or None
+        An embedding of each class's name or description (row ``c`` for class ``c`` of
+        ``ways``), for methods that use them as a prior; ``None`` when there are none.
+    targets : int64 [E, M] or None
+        The way of each query, when the queries are not ``Q`` per way in way order (the
+        all-class protocol classifies a whole test split: ``query`` is then ``[E, 1, M]``).
     """
 
     rows: RowReader
@@ -50,6 +56,8 @@ class EpisodeBlock:
     ways: np.ndarray
     n_support: torch.Tensor | None = None
     center: torch.Tensor | None = None
+    names: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
     @property
     def n_episodes(self) -> int:
@@ -63,6 +71,14 @@ class EpisodeBlock:
     def n_query(self) -> int:
         return int(self.query.shape[2])
 
+    @property
+    def query_ways(self) -> np.ndarray:
+        """The class of each query group ``[E, query.shape[1]]``: ``ways``, or zeros for one
+        shared query set (only the fused kernel's visiting order depends on it)."""
+        if self.query.shape[1] == self.ways.shape[1]:
+            return self.ways
+        return np.zeros(self.query.shape[:2], dtype=self.ways.dtype)
+
     def shot_mask(self, n_shot: int) -> torch.Tensor | None:
         """``[E, N, n_shot]``: 1 where a class has a shot among its first ``n_shot`` slots, else 0.
 
@@ -75,7 +91,23 @@ class EpisodeBlock:
     def support_embeddings(self, n_shot: int) -> torch.Tensor:
         """The first ``n_shot`` shots of each class, gathered: ``[E, N, n_shot, D]``."""
         index = self.support[:, :, :n_shot]
-        return self.rows.x[index.reshape(-1)].view(*index.shape, -1)
+        return self.rows.x[index.reshape(-1)].view(*index.shape, self.rows.x.shape[1])
+
+    def n_shots(self, n_shot: int) -> torch.Tensor:
+        """``[E, N]``: how many of the first ``n_shot`` slots of each class hold a shot."""
+        if self.n_support is None:
+            return torch.full(self.support.shape[:2], n_shot, device=self.support.device)
+        return self.n_support.clamp(max=n_shot)
+
+    def name_embeddings(self, method: str) -> torch.Tensor:
+        """Each way's name embedding ``[E, N, D]``; a clear error if there are none."""
+        if self.names is None:
+            raise ValueError(
+                f"the {method!r} method needs class-name embeddings (class_names=...); "
+                "integer-coded labels have no names"
+            )
+        ways = torch.from_numpy(np.ascontiguousarray(self.ways)).to(self.names.device)
+        return self.names[ways]
 
     def query_embeddings(self) -> torch.Tensor:
         """The queries, gathered: ``[E, N * Q, D]``."""
@@ -87,6 +119,9 @@ class Method(Protocol):
 
     #: Short name that identifies the method (e.g. ``"prototypes"``).
     name: str
+
+    #: Fewest shots the method can classify with (0: class names alone).
+    min_shots: int
 
     def variants(self) -> list[dict[str, Any]]:
         """The settings the method is evaluated under, each a dict of its parameters."""

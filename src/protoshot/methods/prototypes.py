@@ -1,5 +1,7 @@
 """Prototypes: each class is the mean of its (normalised) support embeddings; queries are scored
 by a distance to each mean (Snell et al. 2017; centring + L2 from SimpleShot, Wang et al. 2019).
+With a prior weight ``w > 0`` ("named prototypes"), the embedding of the class's name or
+description counts as ``w`` more shots, so a class works with its name alone (zero-shot).
 
 Evaluated for every normalisation x metric at once, and fast: normalising is an affine map
 (:mod:`protoshot.maths.affine`), so the queries, the bulk of the data, are read once into raw
@@ -19,7 +21,8 @@ import torch
 from protoshot._validation import check_choice
 from protoshot.maths.affine import normalized_mean_weights, normalized_products
 from protoshot.maths.distances import METRICS, scores_from_products, squared_norms
-from protoshot.maths.normalize import NORMALIZATIONS
+from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
+from protoshot.maths.prototypes import prototypes_with_prior
 from protoshot.methods.base import EpisodeBlock
 
 
@@ -30,25 +33,33 @@ class Prototypes:
     ----------
     normalizations : names from :data:`protoshot.NORMALIZATIONS`
     metrics : names from :data:`protoshot.METRICS`
+    prior_weight : float
+        How many shots the class-name embedding counts as; 0 (plain prototypes) ignores names.
     """
-
-    name = "prototypes"
 
     def __init__(
         self,
         normalizations: Sequence[str] = ("none",),
         metrics: Sequence[str] = ("sqeuclidean",),
+        *,
+        prior_weight: float = 0.0,
     ) -> None:
         for norm in normalizations:
             check_choice("normalization", norm, NORMALIZATIONS)
         for metric in metrics:
             check_choice("metric", metric, METRICS)
+        if not prior_weight >= 0:
+            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
         self.normalizations = list(dict.fromkeys(normalizations))
         self.metrics = list(dict.fromkeys(metrics))
+        self.prior_weight = float(prior_weight)
+        self.name = "named-prototypes" if prior_weight else "prototypes"
+        self.min_shots = 0 if prior_weight else 1
 
     def variants(self) -> list[dict[str, Any]]:
+        prior = {"prior_weight": self.prior_weight} if self.prior_weight else {}
         return [
-            {"normalization": norm, "metric": metric}
+            {"normalization": norm, "metric": metric, **prior}
             for norm, metric in itertools.product(self.normalizations, self.metrics)
         ]
 
@@ -58,12 +69,14 @@ class Prototypes:
         parts: dict[tuple[int, str], tuple[int, torch.Tensor, torch.Tensor | None]] = {}
         for k, norm in itertools.product(shots, self.normalizations):
             protos, c = _prototypes(block, k, norm)
+            if self.prior_weight:
+                protos, c = self._with_prior(block, k, norm, protos, c)
             parts[k, norm] = (sum(r.shape[1] for r in refs), protos, c)
             refs += [protos] if c is None else [protos, c]
         # low-precision products (bf16 / fp16 on GPUs) are combined in float32
         acc = torch.float32 if rows.x.dtype in (torch.bfloat16, torch.float16) else rows.x.dtype
         all_refs = refs[0] if len(refs) == 1 else torch.cat(refs, dim=1)
-        products = rows.products(block.query, block.ways, all_refs).to(acc)
+        products = rows.products(block.query, block.query_ways, all_refs).to(acc)
         q_sq = rows.take("q_sq", block.query.reshape(-1), rows.sq_norms).view(block.n_episodes, -1)
         n = block.n_way
         for k, norm in itertools.product(shots, self.normalizations):
@@ -80,6 +93,27 @@ class Prototypes:
             for metric in self.metrics:
                 yield scores_from_products(qp, qq, p_sq, metric)
 
+    def _with_prior(
+        self,
+        block: EpisodeBlock,
+        k: int,
+        norm: str,
+        protos: torch.Tensor,
+        c: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prototypes that count each (normalised) name embedding as ``prior_weight`` shots.
+
+        With no shots and a per-episode CL2N centre, the centre is the names' mean.
+        """
+        names = block.name_embeddings(self.name).to(protos.dtype)
+        if norm == "cl2n" and k == 0 and block.center is None:
+            c = names.mean(1, keepdim=True)
+        counts = block.n_shots(k).to(protos.dtype)
+        sums = protos * counts.unsqueeze(-1)
+        return prototypes_with_prior(
+            sums, counts, normalize_tensor(names, norm, c), self.prior_weight
+        ), c
+
 
 def _prototypes(block: EpisodeBlock, k: int, norm: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Prototypes ``[E, N, D]`` of the first ``k`` shots, and the cl2n centre ``[E, 1, D]``.
@@ -91,6 +125,10 @@ def _prototypes(block: EpisodeBlock, k: int, norm: str) -> tuple[torch.Tensor, t
     rows = block.rows
     support = block.support[:, :, :k]
     e = support.shape[0]
+    if k == 0:  # zero-shot: no shots to average; a prior supplies the prototypes
+        fixed = norm == "cl2n" and block.center is not None
+        c = block.center.expand(e, -1).unsqueeze(1) if fixed else None  # type: ignore[union-attr]
+        return rows.x.new_zeros((e, block.n_way, rows.x.shape[1])), c
     mask = block.shot_mask(k)
     weights = None if mask is None else mask / mask.sum(-1, keepdim=True)
     c = None
