@@ -30,7 +30,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 import protoshot.cli._commands  # noqa: F401  (registers the commands)
-from protoshot.classifier import PrototypeClassifier
+from protoshot.estimators import PrototypeClassifier
 from protoshot.cli import app as cli_app
 from protoshot.data import load_source
 from protoshot.model import FewShotModel

@@ -31,14 +31,23 @@ _EXPORTS = {
     "mean_ci": "protoshot.evaluation",
     "EvalResult": "protoshot.evaluation",
     "GridResult": "protoshot.evaluation",
-    "PrototypeClassifier": "protoshot.classifier",
+    "PrototypeClassifier": "protoshot.estimators",
+    "LinearClassifier": "protoshot.estimators",
+    "AutoClassifier": "protoshot.estimators",
+    "load_estimator": "protoshot.estimators",
+    "METHODS": "protoshot.methods",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from protoshot.classifier import PrototypeClassifier
     from protoshot.episodes import Episodes, EpisodeSampler
+    from protoshot.estimators import (
+        AutoClassifier,
+        LinearClassifier,
+        PrototypeClassifier,
+        load_estimator,
+    )
     from protoshot.evaluation import (
         EvalResult,
         GridResult,
@@ -57,6 +66,7 @@ if TYPE_CHECKING:
         prototypes,
         scores,
     )
+    from protoshot.methods import METHODS
 
 
 def __getattr__(name: str) -> Any:

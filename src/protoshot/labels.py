@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,3 +72,13 @@ def labels_like(values: Sequence[Any] | np.ndarray, classes: np.ndarray) -> list
     if bad:
         raise ValueError(f"class {bad[0]!r} is not an integer, but the classes are integers")
     return [int(v) if isinstance(v, str) else v for v in values]
+
+
+def readable_name(label: Any) -> str | None:
+    """A class label as words to embed (``card_arrival``, ``CardArrival``, ``card-arrival`` ->
+    ``"card arrival"``), or ``None`` when it says nothing (not text, empty, digits only)."""
+    if not isinstance(label, (str, np.str_)):
+        return None
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", str(label))
+    text = " ".join(re.sub(r"[_\-./:]+", " ", text).split()).lower()
+    return text if any(ch.isalpha() for ch in text) else None

@@ -1,20 +1,25 @@
-"""``FewShotModel``: a frozen embedder and a :class:`PrototypeClassifier`, saved and served together.
+"""``FewShotModel``: a frozen embedder and an estimator (:mod:`protoshot.estimators`), saved
+and served together.
 
-A model folder (written through :mod:`protoshot.store`) holds the classifier with the embedder's
-spec and fingerprint in its metadata, so loading re-creates the embedder and refuses one whose
-fingerprint differs (other weights would give vectors the prototypes do not match). An optional
-rejection rule answers ``None`` ("unknown") when the best class is not probable enough.
+A model folder (written through :mod:`protoshot.store`) holds the estimator, its method, and the
+embedder's spec and fingerprint in its metadata, so loading re-creates the embedder and refuses
+one whose fingerprint differs (other weights would give vectors the classes do not match). With
+a text embedder, class names (``card_arrival`` -> "card arrival") or given descriptions are
+embedded too, for the methods that use them as a prior. An optional rejection rule answers
+``None`` ("unknown") when the best class is not probable enough.
 
 The CLI and the service change a model only through this module (``add_examples``,
-``add_embeddings``, ``remove_classes``, ``calibrate``, ``copy``; :func:`remove_saved_classes` for a
-saved folder, which needs no embedder), never through the classifier.
+``add_embeddings``, ``add_descriptions``, ``remove_classes``, ``calibrate``, ``copy``;
+:func:`remove_saved_classes` for a saved folder, which needs no embedder), never through the
+estimator.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from protoshot.cache import CacheArg
-from protoshot.classifier import PrototypeClassifier
 from protoshot.embedders import Embedder
-from protoshot.labels import as_label_array, labels_like
+from protoshot.estimators import AutoClassifier, FewShotEstimator, load_estimator
+from protoshot.labels import as_label_array, labels_like, readable_name
 from protoshot.pipeline import embedder_for
 
 UNKNOWN = None
@@ -63,9 +68,9 @@ class FewShotModel:
     Parameters
     ----------
     embedder : Embedder
-        The frozen model; its fingerprint is saved with the prototypes.
-    classifier : PrototypeClassifier
-        Fitted or not; ``fit`` and ``add_examples`` fill it.
+        The frozen model; its fingerprint is saved with the classes.
+    classifier : estimator of :mod:`protoshot.estimators`, optional
+        Fitted or not; ``fit`` and ``add_examples`` fill it. By default :class:`AutoClassifier`.
     threshold : float, optional
         Reject (label ``None``) when the highest class probability is below it.
     cache : CacheArg
@@ -76,14 +81,14 @@ class FewShotModel:
     def __init__(
         self,
         embedder: Embedder,
-        classifier: PrototypeClassifier | None = None,
+        classifier: FewShotEstimator | None = None,
         *,
         threshold: float | None = None,
         cache: CacheArg = True,
         batch_size: int = 32,
     ) -> None:
         self.embedder = embedder
-        self.classifier = classifier if classifier is not None else PrototypeClassifier()
+        self.classifier = classifier if classifier is not None else AutoClassifier()
         self.threshold = _check_threshold(threshold)
         self.cache = cache
         self.batch_size = batch_size
@@ -100,9 +105,23 @@ class FewShotModel:
         )
 
     # ------------------------------------------------------------------ growing
-    def fit(self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray) -> FewShotModel:
-        """Build the prototypes from labelled support items (replacing any there were)."""
-        self.classifier.fit(self.embed(items), _labels(labels, len(items)))
+    def fit(
+        self,
+        items: Sequence[Any],
+        labels: Sequence[Any] | np.ndarray,
+        *,
+        class_descriptions: Mapping[Any, str] | None = None,
+    ) -> FewShotModel:
+        """Fit on labelled support items (replacing what there was).
+
+        With a text embedder each class's name is embedded as a prior (``card_arrival`` ->
+        "card arrival"), or its entry of ``class_descriptions`` where given.
+        """
+        y = _labels(labels, len(items))
+        if class_descriptions:
+            _check_described(class_descriptions, np.unique(y))
+        names = self._name_embeddings(np.unique(y).tolist(), class_descriptions or {})
+        self.classifier.fit(self.embed(items), y, names)
         return self
 
     def add_examples(
@@ -115,8 +134,46 @@ class FewShotModel:
         self, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray
     ) -> FewShotModel:
         """:meth:`add_examples` for items already embedded by this model's embedder."""
-        self.classifier.partial_fit(vectors, _labels(self.as_class_values(labels), len(vectors)))
+        y = _labels(self.as_class_values(labels), len(vectors))
+        new = [c for c in np.unique(y).tolist() if c not in set(self.classes)]
+        names = self._name_embeddings(new, {}, warn=False) if self.classes else None
+        self.classifier.partial_fit(vectors, y, class_embeddings=names)
         return self
+
+    def add_descriptions(self, descriptions: Mapping[Any, str]) -> FewShotModel:
+        """Describe classes in words (embedded with the model): a new class needs no shots when
+        the method uses names (zero-shot); an existing one gets the description as its prior."""
+        labels = self.as_class_values(list(descriptions))
+        texts = dict(zip(labels, descriptions.values(), strict=True))
+        names = self._name_embeddings(labels, texts, warn=False)
+        if not names:
+            raise ValueError("no description gave text to embed (empty, or digits only)")
+        self.classifier.add_class_embeddings(names)
+        return self
+
+    def _name_embeddings(
+        self, classes: Sequence[Any], descriptions: Mapping[Any, str], *, warn: bool = True
+    ) -> dict[Any, np.ndarray] | None:
+        """Embeddings of the classes' descriptions, else their readable names (text models)."""
+        if self.embedder.modality != "text" or not classes:
+            return None
+        texts = {}
+        for label in classes:
+            text = descriptions.get(label) or readable_name(label)
+            if text and text.strip() and any(ch.isalpha() for ch in text):
+                texts[label] = text.strip()
+        skipped = [c for c in classes if c not in texts]
+        if skipped and warn:
+            warnings.warn(
+                f"{len(skipped)} classes have no name to embed (integer codes, digits or empty: "
+                f"{', '.join(map(str, skipped[:5]))}); they go on without the name prior",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not texts:
+            return None
+        vectors = self.embed(list(texts.values()))
+        return dict(zip(texts, vectors, strict=True))
 
     def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
         """Forget classes; raises ValueError for an unknown class or when none would remain."""
@@ -139,12 +196,17 @@ class FewShotModel:
         return self.classifier.classes_.tolist() if hasattr(self.classifier, "classes_") else []
 
     def class_counts(self) -> dict[Any, int]:
-        """Shots per class."""
+        """Shots per class (0 for a class known by its description alone)."""
         if not hasattr(self.classifier, "classes_"):
             return {}
-        return dict(
-            zip(self.classifier.classes_.tolist(), self.classifier.counts_.tolist(), strict=True)
-        )
+        counts = self.classifier.shot_counts_.tolist()
+        return dict(zip(self.classifier.classes_.tolist(), counts, strict=True))
+
+    @property
+    def method(self) -> str:
+        """The estimator's method; for ``auto``, what it chose (``"auto: named-linear"``)."""
+        chosen = getattr(self.classifier, "chosen_", None)
+        return self.classifier.method + (f": {chosen}" if chosen else "")
 
     # ------------------------------------------------------------------ inference
     def predict_embeddings(self, vectors: np.ndarray, *, top_k: int = 1) -> list[Prediction]:
@@ -218,7 +280,7 @@ class FewShotModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the model directory atomically (see :meth:`PrototypeClassifier.save`)."""
+        """Write the model directory atomically (see :mod:`protoshot.store`)."""
         self.classifier.metadata_ = {
             **getattr(self.classifier, "metadata_", {}),
             "embedder": {
@@ -242,11 +304,11 @@ class FewShotModel:
         embedder: Embedder | None = None,
     ) -> FewShotModel:
         """Load a model directory and re-create its embedder (or check the one given)."""
-        classifier = PrototypeClassifier.load(directory, device=device)
+        classifier = load_estimator(directory, device=device)
         info = classifier.metadata_.get("embedder")
         if not isinstance(info, dict) or "spec" not in info:
             raise ValueError(
-                f"{directory} holds prototypes but no embedder: it was not saved by FewShotModel"
+                f"{directory} holds a classifier but no embedder: it was not saved by FewShotModel"
             )
         if embedder is None:
             embedder = embedder_for(str(info["spec"]), device=device, cache=cache)
@@ -269,11 +331,11 @@ class FewShotModel:
 def remove_saved_classes(directory: str | os.PathLike[str], labels: Sequence[Any]) -> list[Any]:
     """Remove classes from a saved model folder and save it; returns the classes that remain.
 
-    Only the prototypes are read, so no embedder is loaded: this works on any folder written by
-    :meth:`FewShotModel.save` or :meth:`PrototypeClassifier.save`. Labels given as text are
-    converted to the classes' type.
+    Only the estimator is read, so no embedder is loaded: this works on any folder written by
+    :meth:`FewShotModel.save` or an estimator's ``save``. Labels given as text are converted to
+    the classes' type.
     """
-    classifier = PrototypeClassifier.load(directory)
+    classifier = load_estimator(directory)
     classifier.remove_classes(labels_like(labels, classifier.classes_))
     classifier.save(directory, overwrite=True)
     return list(classifier.classes_.tolist())
@@ -284,6 +346,15 @@ def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:
     if len(y) != n:
         raise ValueError(f"got {n} items but {len(y)} labels")
     return y
+
+
+def _check_described(descriptions: Mapping[Any, str], classes: np.ndarray) -> None:
+    unknown = [label for label in descriptions if label not in set(classes.tolist())]
+    if unknown:
+        raise ValueError(
+            f"descriptions name {len(unknown)} classes that have no examples: "
+            f"{', '.join(map(str, unknown[:10]))}"
+        )
 
 
 def _check_threshold(threshold: float | None) -> float | None:

@@ -35,14 +35,21 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".protoshot.lock"
 ARRAYS_PREFIX = "prototypes-"
 ARRAYS_SUFFIX = ".safetensors"
 
+
+def _name_the_method(config: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 held prototypes only: name the method, with no class-name prior."""
+    params = {**config.get("params", {}), "prior_weight": 0.0}
+    return {**config, "method": "prototypes", "params": params}
+
+
 #: ``{version: migrate}``: turns a config of format ``version`` into one of ``version + 1``.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _name_the_method}
 
 
 # --------------------------------------------------------------------------- durable writes

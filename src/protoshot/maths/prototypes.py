@@ -129,13 +129,16 @@ def prototypes(
 
 
 def prototypes_with_prior(
-    sums: torch.Tensor, counts: torch.Tensor, prior: torch.Tensor, weight: float
+    sums: torch.Tensor, counts: torch.Tensor, prior: torch.Tensor, weight: float | torch.Tensor
 ) -> torch.Tensor:
     """Prototypes that count a prior vector (e.g. the class name's embedding) as ``weight`` shots.
 
     ``(sums + weight * prior) / (counts + weight)`` for per-class ``sums`` [..., N, D], shot
-    ``counts`` [..., N] and ``prior`` [..., N, D]; with ``weight > 0`` a class with no shots is
-    its prior alone (zero-shot), with ``weight = 0`` the plain mean.
+    ``counts`` [..., N], ``prior`` [..., N, D] and ``weight`` (a number, or per class [..., N]);
+    with ``weight > 0`` a class with no shots is its prior alone (zero-shot), with ``weight = 0``
+    the plain mean.
     """
-    total = counts.to(sums.dtype).unsqueeze(-1) + weight
-    return (sums + weight * prior) / total.clamp_min(torch.finfo(sums.dtype).tiny)
+    w = torch.as_tensor(weight, dtype=sums.dtype, device=sums.device)
+    w = w.unsqueeze(-1) if w.dim() else w
+    total = counts.to(sums.dtype).unsqueeze(-1) + w
+    return (sums + w * prior) / total.clamp_min(torch.finfo(sums.dtype).tiny)

@@ -63,14 +63,25 @@ def candidates(named: bool) -> list[Candidate]:
     ]
 
 
-def choose(support: SupportSet, options: Sequence[Candidate]) -> tuple[torch.Tensor, str]:
-    """Index of the chosen candidate for each episode ``[E]``, and how it was chosen:
-    ``"cross-validation"``, or ``"closed form"`` when no class has two shots to hold one out.
-    """
+@dataclass(frozen=True)
+class Choice:
+    """What :func:`choose` picked for each episode, and why."""
+
+    #: int64 [E]: position of the chosen candidate.
+    index: torch.Tensor
+    #: ``"cross-validation"``, or ``"closed form"`` when no class has two shots to hold out.
+    how: str
+    #: float [C, E]: each candidate's held-out accuracy (cross-validation only).
+    held_out_accuracy: torch.Tensor | None = None
+
+
+def choose(support: SupportSet, options: Sequence[Candidate]) -> Choice:
+    """The candidate each episode's own shots favour (see the module docstring)."""
     most = int(support.counts().max()) if support.x.shape[2] else 0
     if most < 2:
         closed = len(options) - 1 if options[0].prior_weight else 0
-        return torch.full((support.n_episodes,), closed, device=support.x.device), "closed form"
+        index = torch.full((support.n_episodes,), closed, device=support.x.device)
+        return Choice(index, "closed form")
     train, held = support.folds(min(N_FOLDS, most))
     e, n, k, d = train.x.shape
     queries = train.x.reshape(e, n * k, d)
@@ -87,7 +98,9 @@ def choose(support: SupportSet, options: Sequence[Candidate]) -> tuple[torch.Ten
     )  # [C, E]
     # ties go to the earlier (simpler) candidate
     order = torch.arange(len(options), 0, -1, device=correct.device, dtype=correct.dtype)
-    return (correct + 1e-3 * order.unsqueeze(1)).argmax(0), "cross-validation"
+    index = (correct + 1e-3 * order.unsqueeze(1)).argmax(0)
+    n_held = weights.sum(-1).view(-1, support.n_episodes).sum(0)
+    return Choice(index, "cross-validation", correct / n_held)
 
 
 class Auto:
@@ -113,7 +126,7 @@ class Auto:
         for k in shots:
             support = block_support(block, k, NORMALIZATION)
             q = support.normalize(queries)
-            chosen, _ = choose(support, self.options)
+            chosen = choose(support, self.options).index
             used = chosen.unique().tolist()
             scores = {i: self.options[i].fit(support)(q) for i in used}
             if len(used) == 1:

@@ -6,7 +6,7 @@ description counts as ``w`` more shots, so a class works with its name alone (ze
 Evaluated for every normalisation x metric at once, and fast: normalising is an affine map
 (:mod:`protoshot.maths.affine`), so the queries, the bulk of the data, are read once into raw
 products with every variant's prototypes and centres, and a normalised prototype is a weighted
-sum of raw support rows. :class:`~protoshot.classifier.PrototypeClassifier` is the same method
+sum of raw support rows. :class:`~protoshot.estimators.PrototypeClassifier` is the same method
 as a scikit-learn estimator.
 """
 

@@ -31,6 +31,8 @@ class SupportSet:
     normalization : {"none", "l2", "cl2n"}
     center : float [E, 1, D] or None
         The CL2N centre the shots were normalised with (queries get the same).
+    named : float [E, N] or None
+        1 for classes that have a name (rows of ``names`` elsewhere are ignored); ``None``: all.
     """
 
     x: torch.Tensor
@@ -38,6 +40,7 @@ class SupportSet:
     names: torch.Tensor | None
     normalization: str
     center: torch.Tensor | None
+    named: torch.Tensor | None = None
 
     @property
     def n_episodes(self) -> int:
@@ -59,8 +62,11 @@ class SupportSet:
         """``[E, N, D]`` class means, the name embedding counted as ``prior_weight`` shots."""
         sums, counts = self.sums(), self.counts()
         if prior_weight and self.names is not None:
-            return prototypes_with_prior(sums, counts, self.names, prior_weight)
+            return prototypes_with_prior(sums, counts, self.names, self._name_weights(prior_weight))
         return sums / counts.unsqueeze(-1).clamp_min(1.0)
+
+    def _name_weights(self, prior_weight: float) -> torch.Tensor | float:
+        return prior_weight if self.named is None else prior_weight * self.named
 
     def normalize(self, queries: torch.Tensor) -> torch.Tensor:
         """Queries ``[E, M, D]`` normalised as the shots were."""
@@ -78,7 +84,10 @@ class SupportSet:
         if prior_weight and self.names is not None:
             x = torch.cat([x, self.names], 1)
             y = torch.cat([y, torch.arange(n, device=x.device).expand(e, -1)], 1)
-            w = torch.cat([w, w.new_full((e, n), float(prior_weight))], 1)
+            name_w = torch.as_tensor(
+                self._name_weights(prior_weight), dtype=w.dtype, device=w.device
+            )
+            w = torch.cat([w, name_w.expand(e, n)], 1)
         return x, y, w
 
     def folds(self, n_folds: int) -> tuple[SupportSet, torch.Tensor]:
@@ -99,6 +108,7 @@ class SupportSet:
             mask=(self.mask - held).reshape(-1, *self.mask.shape[1:]),
             names=None if self.names is None else self.names.repeat(n_folds, 1, 1),
             center=None if self.center is None else self.center.repeat(n_folds, 1, 1),
+            named=None if self.named is None else self.named.repeat(n_folds, 1),
         )
         return train, held.reshape(-1, *self.mask.shape[1:])
 
@@ -127,3 +137,34 @@ def block_support(block: EpisodeBlock, n_shot: int, normalization: str) -> Suppo
     x = normalize_tensor(x, normalization, None if center is None else center.unsqueeze(1))
     names = None if names is None else normalize_tensor(names, normalization, center)
     return SupportSet(x, mask, names, normalization, center)
+
+
+def rows_support(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    n_classes: int,
+    *,
+    normalization: str,
+    center: torch.Tensor | None,
+    names: torch.Tensor | None = None,
+    named: torch.Tensor | None = None,
+) -> SupportSet:
+    """One episode from labelled rows (an estimator's shots): ``x`` [n, D], classes ``codes`` [n].
+
+    Rows are normalised (CL2N around ``center``) and padded class by class to the largest
+    count; ``names`` [n_classes, D] (raw) with ``named`` [n_classes] bool say which classes have
+    a name.
+    """
+    counts = torch.bincount(codes, minlength=n_classes)
+    k = int(counts.max()) if len(codes) else 0
+    order = torch.argsort(codes, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slots = torch.arange(len(codes), device=x.device) - starts[codes[order]]
+    padded = x.new_zeros((1, n_classes, k, x.shape[1]))
+    mask = x.new_zeros((1, n_classes, k))
+    padded[0, codes[order], slots] = normalize_tensor(x[order], normalization, center)
+    mask[0, codes[order], slots] = 1.0
+    c = None if center is None else center.view(1, 1, -1)
+    name_rows = None if names is None else normalize_tensor(names, normalization, center)[None]
+    flags = None if named is None else named.to(x.dtype)[None]
+    return SupportSet(padded, mask, name_rows, normalization, c, flags)

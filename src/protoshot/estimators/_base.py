@@ -1,0 +1,338 @@
+"""What every protoshot estimator shares: labels, class names, normalisation, updates, saving.
+
+A subclass says which arrays it keeps per class (``_per_class``), whether it keeps the support
+rows themselves (``_keeps_rows``: a fitted head refits from them), how new shots enter its state
+(:meth:`_absorb`), how it refits (:meth:`_refit`) and how it scores normalised queries
+(:meth:`_scores`). Classes can be added with shots, with a name alone (for methods that use
+names) or removed; all are exact updates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from protoshot import store
+from protoshot._device import best_device
+from protoshot._validation import check_choice
+from protoshot.labels import check_label_kinds, encode_labels
+from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
+
+#: ``class_embeddings`` arguments: each class label -> the embedding of its name or description.
+ClassEmbeddings = Mapping[Any, Any]
+
+
+class FewShotEstimator(ClassifierMixin, BaseEstimator):
+    """Base of :class:`PrototypeClassifier`, :class:`LinearClassifier`, :class:`AutoClassifier`."""
+
+    #: The method name a model folder records.
+    method: ClassVar[str]
+    #: Constructor parameters saved in the folder (``center`` and ``device`` are not).
+    _params: ClassVar[tuple[str, ...]]
+    #: Per-class arrays (first axis = class), besides the class names.
+    _per_class: ClassVar[tuple[str, ...]] = ()
+    #: Whether the support rows are kept (``support_``, ``support_codes_``).
+    _keeps_rows: ClassVar[bool] = False
+
+    normalization: str
+    center: np.ndarray | None
+    device: str | None
+
+    # ----------------------------------------------------------------------------- fitting
+    def fit(self, X: Any, y: Any, class_embeddings: ClassEmbeddings | None = None) -> Any:
+        """Fit on support embeddings ``X`` [n_samples, n_features] with labels ``y``.
+
+        ``class_embeddings`` maps labels to the embedding of the class's name or description
+        (same model); a label not in ``y`` becomes a class with no shots, for methods that use
+        names.
+        """
+        self._check_params()
+        check_label_kinds(y)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
+        check_classification_targets(y)
+        self.center_ = self._initial_center(X)
+        self.classes_, codes = encode_labels(y)
+        n, d = len(self.classes_), X.shape[1]
+        self.names_, self.named_ = np.zeros((n, d)), np.zeros(n, dtype=bool)
+        self._reset(n, d)
+        if self._keeps_rows:
+            self.support_ = np.zeros((0, d), dtype=np.float32)
+            self.support_codes_ = np.zeros(0, dtype=np.int64)
+        self.metadata_: dict[str, Any] = getattr(self, "metadata_", {})
+        self._absorb(X, codes)
+        self._add_names(class_embeddings)
+        self._refit()
+        return self
+
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, class_embeddings: ClassEmbeddings | None = None
+    ) -> Any:
+        """Add shots to existing or new classes: an exact update (a fitted head refits).
+
+        ``classes`` is accepted for scikit-learn compatibility and not needed: any call may
+        bring new classes.
+        """
+        if not hasattr(self, "classes_"):
+            return self.fit(X, y, class_embeddings)
+        self._check_params()
+        check_label_kinds(y)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
+        check_classification_targets(y)
+        self._absorb(X, self._grow(np.asarray(y)))
+        self._add_names(class_embeddings)
+        self._refit()
+        return self
+
+    def add_class_embeddings(self, class_embeddings: ClassEmbeddings) -> Any:
+        """Set the name embeddings of classes, creating classes that have none yet (zero-shot)."""
+        check_is_fitted(self)
+        self._add_names(class_embeddings)
+        self._refit()
+        return self
+
+    def remove_classes(self, labels: Sequence[Any]) -> Any:
+        """Forget the given classes (exact: their statistics and shots are dropped)."""
+        check_is_fitted(self)
+        labels_arr = np.asarray(labels)
+        unknown = labels_arr[~np.isin(labels_arr, self.classes_)]
+        if unknown.size:
+            raise ValueError(
+                f"unknown classes {unknown.tolist()}; known: {self.classes_.tolist()[:20]}"
+            )
+        keep = ~np.isin(self.classes_, labels_arr)
+        if not keep.any():
+            raise ValueError("cannot remove every class; at least one must remain")
+        for name in (*self._per_class, "names_", "named_"):
+            setattr(self, name, getattr(self, name)[keep])
+        if self._keeps_rows:
+            rows = keep[self.support_codes_]
+            new_code = np.cumsum(keep) - 1
+            self.support_ = self.support_[rows]
+            self.support_codes_ = new_code[self.support_codes_[rows]]
+        self.classes_ = self.classes_[keep]
+        self._refit()
+        return self
+
+    @property
+    def shot_counts_(self) -> np.ndarray:
+        """int64 [n_classes]: shots per class (a class known by its name alone has 0)."""
+        check_is_fitted(self)
+        if self._keeps_rows:
+            return np.bincount(self.support_codes_, minlength=len(self.classes_))
+        return np.asarray(self.counts_)
+
+    # ----------------------------------------------------------------------------- inference
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores [n_samples, n_classes]; higher is more likely.
+
+        As in scikit-learn, two classes give one column, ``score(classes_[1]) - score(classes_[0])``.
+        """
+        scores = self._query_scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities [n_samples, n_classes]."""
+        scores = torch.from_numpy(self._query_scores(X))
+        return torch.softmax(scores / self._temperature(), dim=-1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most likely class of each sample."""
+        scores = self._query_scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def _query_scores(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        dev, dtype = self._compute_device()
+        query = self._normalized(torch.tensor(X, device=dev, dtype=dtype))
+        return self._scores(query).cpu().numpy()
+
+    # ----------------------------------------------------------------------------- persistence
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the model to ``directory``: arrays in safetensors, everything else in JSON.
+
+        The write is atomic and durable (see :mod:`protoshot.store`): a reader, or a crash, sees
+        the old model or the new one, never a mix.
+        """
+        check_is_fitted(self)
+        arrays = {name.rstrip("_"): getattr(self, name) for name in self._per_class}
+        if self.named_.any():
+            arrays |= {"names": self.names_, "named": self.named_.astype(np.uint8)}
+        if self._keeps_rows:
+            arrays |= {"support": self.support_, "support_codes": self.support_codes_}
+        if self.center_ is not None:
+            arrays["center"] = self.center_
+        config = {
+            "method": self.method,
+            "params": {name: getattr(self, name) for name in self._params},
+            "classes": self.classes_.tolist(),
+            "classes_dtype": self.classes_.dtype.str,
+            "n_features_in": int(self.n_features_in_),
+            "state": self._state(),
+            "metadata": self.metadata_,
+        }
+        return store.write_model(
+            directory, config, arrays | self._extra_arrays(), overwrite=overwrite
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], *, device: str | None = None) -> Any:
+        """Load a model written by :meth:`save` (safetensors + JSON; nothing is unpickled)."""
+        stored = store.read_model(directory)
+        method = stored.config.get("method")
+        if method != cls.method:
+            raise ValueError(
+                f"{directory} holds a {method!r} model, not {cls.method!r}: load it with "
+                "protoshot.load_estimator"
+            )
+        return cls._from_stored(stored, device)
+
+    @classmethod
+    def _from_stored(cls, stored: store.StoredModel, device: str | None) -> Any:
+        config, arrays = stored.config, stored.arrays
+        model = cls(device=device, **config["params"])
+        model.classes_ = np.asarray(config["classes"], dtype=np.dtype(config["classes_dtype"]))
+        model.n_features_in_ = int(config["n_features_in"])
+        model.metadata_ = dict(config.get("metadata") or {})
+        model.center_ = arrays.get("center")
+        n, d = len(model.classes_), model.n_features_in_
+        model.names_ = arrays.get("names", np.zeros((n, d)))
+        model.named_ = arrays.get("named", np.zeros(n, dtype=np.uint8)).astype(bool)
+        for name in cls._per_class:
+            setattr(model, name, arrays[name.rstrip("_")])
+        if cls._keeps_rows:
+            model.support_, model.support_codes_ = arrays["support"], arrays["support_codes"]
+        shapes = {name: getattr(model, name).shape[:1] for name in (*cls._per_class, "names_")}
+        if any(shape != (n,) for shape in shapes.values()) or model.names_.shape[1:] != (d,):
+            raise ValueError(
+                f"{stored.arrays_path} holds arrays that do not match config.json's {n} classes "
+                f"of {d} features: {shapes}"
+            )
+        model._restore(config.get("state") or {}, arrays)
+        return model
+
+    # ----------------------------------------------------------------------------- hooks
+    def _reset(self, n_classes: int, n_features: int) -> None:
+        """Start the per-class state of ``n_classes`` empty classes."""
+
+    def _absorb(self, X: np.ndarray, codes: np.ndarray) -> None:
+        """Take in shots ``X`` of classes ``codes`` (positions in ``classes_``)."""
+        self.support_ = np.concatenate([self.support_, X.astype(np.float32)])
+        self.support_codes_ = np.concatenate([self.support_codes_, codes])
+
+    def _refit(self) -> None:
+        """Bring derived state (a fitted head, a choice) up to date after a change."""
+
+    def _scores(self, query: torch.Tensor) -> torch.Tensor:
+        """Scores ``[n, n_classes]`` of normalised queries."""
+        raise NotImplementedError
+
+    def _temperature(self) -> float:
+        return 1.0
+
+    def _state(self) -> dict[str, Any]:
+        """JSON state beyond the parameters (e.g. what ``auto`` chose)."""
+        return {}
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild derived state after loading."""
+        self._refit()
+
+    # ----------------------------------------------------------------------------- internals
+    def _check_params(self) -> None:
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+
+    def _compute_device(self) -> tuple[torch.device, torch.dtype]:
+        dev = best_device(self.device)
+        return dev, torch.float64 if dev.type == "cpu" else torch.float32
+
+    def _initial_center(self, X: np.ndarray) -> np.ndarray | None:
+        if self.normalization != "cl2n":
+            return None
+        if self.center is None:
+            return X.mean(axis=0).astype(np.float64)
+        center = np.asarray(self.center, dtype=np.float64)
+        if center.shape != (X.shape[1],) or not np.isfinite(center).all():
+            raise ValueError(
+                f"center must be finite with shape ({X.shape[1]},), got {center.shape}"
+            )
+        return center
+
+    def _center_tensor(self, like: torch.Tensor) -> torch.Tensor | None:
+        if self.center_ is None:
+            return None
+        return torch.as_tensor(self.center_, device=like.device, dtype=like.dtype)
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize_tensor(x, self.normalization, self._center_tensor(x))
+
+    def _grow(self, labels: np.ndarray) -> np.ndarray:
+        """Add the classes of ``labels`` that are new; returns each label's class position."""
+        new_classes = np.unique(labels)
+        merged = np.union1d(self.classes_, new_classes)
+        if merged.dtype.kind != self.classes_.dtype.kind:
+            raise TypeError(
+                f"new labels are of type {new_classes.dtype}, but the classifier's are "
+                f"{self.classes_.dtype}"
+            )
+        old = np.searchsorted(merged, self.classes_)
+        for name in (*self._per_class, "names_", "named_"):
+            array = getattr(self, name)
+            grown = np.zeros((len(merged), *array.shape[1:]), dtype=array.dtype)
+            grown[old] = array
+            setattr(self, name, grown)
+        if self._keeps_rows:
+            self.support_codes_ = old[self.support_codes_]
+        self.classes_ = merged
+        return np.searchsorted(merged, labels)
+
+    def _add_names(self, class_embeddings: ClassEmbeddings | None) -> None:
+        if not class_embeddings:
+            return
+        labels = np.asarray(list(class_embeddings))
+        vectors = np.asarray([np.asarray(v, dtype=np.float64) for v in class_embeddings.values()])
+        if vectors.shape != (len(labels), self.n_features_in_) or not np.isfinite(vectors).all():
+            raise ValueError(
+                f"class embeddings must be finite vectors of {self.n_features_in_} features, "
+                f"got shape {vectors.shape}"
+            )
+        codes = self._grow(labels)
+        self.names_[codes], self.named_[codes] = vectors, True
+
+    def _named_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Raw name embeddings ``[C, D]`` and which classes have one, or ``None`` without names."""
+        if not self.named_.any():
+            return None, None
+        names = torch.as_tensor(self.names_, device=like.device, dtype=like.dtype)
+        return names, torch.as_tensor(self.named_, device=like.device)
+
+    def _recenter(self) -> None:
+        """For estimators that keep their shots: the CL2N centre is the mean of all of them
+        (unless ``center`` fixes it), so an update gives what fitting from scratch would."""
+        if self.normalization == "cl2n" and self.center is None and len(self.support_):
+            self.center_ = self.support_.mean(0, dtype=np.float64)
+
+    def _check_every_class_scored(self, prior_weight: float) -> None:
+        """Refuse classes with neither shots nor a usable name."""
+        empty = (self.shot_counts_ == 0) & ~(self.named_ & (prior_weight > 0))
+        if empty.any():
+            raise ValueError(
+                f"classes {self.classes_[empty].tolist()[:10]} have no shots; give them shots, "
+                "or a name with a method that uses names (prior_weight > 0)"
+            )
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = False
+        return tags

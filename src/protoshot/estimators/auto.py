@@ -1,0 +1,110 @@
+"""``AutoClassifier``: picks prototypes or a fitted head (named when classes have names) per fit.
+
+Selection is the evaluator's ``auto`` (:func:`protoshot.methods.auto.choose`) on one episode:
+cross-validation on the user's own shots, or the closed-form choice with one shot per class.
+The shots are kept, so every update re-selects and refits exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from protoshot.estimators._base import FewShotEstimator
+from protoshot.estimators.linear import LinearClassifier
+from protoshot.estimators.prototypes import PrototypeClassifier
+from protoshot.methods.auto import Candidate, candidates, choose
+from protoshot.methods.support import rows_support
+
+
+class AutoClassifier(FewShotEstimator):
+    """The method cross-validation on the shots favours, fitted on all of them.
+
+    Parameters
+    ----------
+    normalization : {"none", "l2", "cl2n"}
+    center, device
+        As in :class:`PrototypeClassifier`.
+
+    Attributes
+    ----------
+    estimator_ : PrototypeClassifier or LinearClassifier
+        The chosen method, fitted on every shot.
+    chosen_ : str
+        Its name (``"named-linear"``, ``"prototypes"``, ...).
+    selection_ : dict
+        How it was chosen: ``{"how": "cross-validation" | "closed form", "held_out_accuracy":
+        {candidate: fraction}}``.
+    """
+
+    method = "auto"
+    _params = ("normalization",)
+    _keeps_rows = True
+
+    def __init__(
+        self,
+        *,
+        normalization: str = "cl2n",
+        center: np.ndarray | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.normalization = normalization
+        self.center = center
+        self.device = device
+
+    def _options(self) -> list[Candidate]:
+        return candidates(named=bool(self.named_.any()))
+
+    def _refit(self) -> None:
+        self._recenter()
+        options = self._options()
+        self._check_every_class_scored(options[0].prior_weight)
+        dev, dtype = self._compute_device()
+        x = torch.as_tensor(self.support_, device=dev).to(dtype)
+        names, named = self._named_tensors(x)
+        support = rows_support(
+            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
+            normalization=self.normalization, center=self._center_tensor(x), names=names,
+            named=named,
+        )  # fmt: skip
+        choice = choose(support, options)
+        accuracy = {}
+        if choice.held_out_accuracy is not None:
+            held = choice.held_out_accuracy[:, 0].tolist()
+            accuracy = {o.name: float(a) for o, a in zip(options, held, strict=True)}
+        self.selection_ = {"how": choice.how, "held_out_accuracy": accuracy}
+        self._fit_chosen(options[int(choice.index[0])])
+
+    def _fit_chosen(self, option: Candidate) -> None:
+        common: dict[str, Any] = {
+            "normalization": self.normalization, "center": self.center_, "device": self.device,
+            "prior_weight": option.prior_weight,
+        }  # fmt: skip
+        estimator: PrototypeClassifier | LinearClassifier = (
+            PrototypeClassifier("sqeuclidean", **common)
+            if option.kind == "prototypes"
+            else LinearClassifier(**common)
+        )
+        named = {
+            c: v for c, v, has in zip(self.classes_, self.names_, self.named_, strict=True) if has
+        }
+        estimator.fit(self.support_, self.classes_[self.support_codes_], named or None)
+        self.estimator_, self.chosen_ = estimator, option.name
+
+    def _scores(self, query: torch.Tensor) -> torch.Tensor:
+        return self.estimator_._scores(query)
+
+    def _temperature(self) -> float:
+        return self.estimator_._temperature()
+
+    def _state(self) -> dict[str, Any]:
+        return {"chosen": self.chosen_, "selection": self.selection_}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        by_name = {option.name: option for option in self._options()}
+        if state.get("chosen") not in by_name:
+            raise ValueError(f"unknown auto choice {state.get('chosen')!r} in config.json")
+        self.selection_ = dict(state.get("selection") or {})
+        self._fit_chosen(by_name[state["chosen"]])

@@ -1,0 +1,113 @@
+"""``LinearClassifier``: a softmax head started from the prototypes and fitted to the shots.
+
+The same fit as the evaluator's ``linear`` method (:func:`protoshot.methods.linear.fit_linear`),
+on one episode: the user's shots. The shots themselves are kept, so adding shots or classes
+refits the head exactly from all of them (milliseconds for hundreds of classes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from protoshot.estimators._base import FewShotEstimator
+from protoshot.maths.heads import DEFAULT_HEAD_TEMPERATURE, DEFAULT_PENALTY
+from protoshot.methods.auto import PRIOR_WEIGHT
+from protoshot.methods.linear import HeadSettings, fit_linear
+from protoshot.methods.support import SupportSet, rows_support
+
+
+class LinearClassifier(FewShotEstimator):
+    """Softmax head over (frozen) embeddings, initialised from cosine prototypes.
+
+    Parameters
+    ----------
+    normalization : {"none", "l2", "cl2n"}
+        Applied to shots, names and queries (``"cl2n"`` centre as in :class:`PrototypeClassifier`).
+    penalty : float
+        Pull toward the prototype head (larger: closer to prototypes).
+    temperature : float
+        Temperature of the prototype head the fit starts from.
+    prior_weight : float
+        Weight of each class's name embedding as one more example (0 ignores names).
+    max_iter : int
+        L-BFGS iterations; a fit that does not converge keeps the prototype head and warns.
+    center, device
+        As in :class:`PrototypeClassifier`.
+
+    Attributes
+    ----------
+    coef_, intercept_ : float [n_classes, n_features], [n_classes]
+        The fitted head (on normalised embeddings).
+    support_, support_codes_ : float32 [n_shots, n_features], int64 [n_shots]
+        The shots it was fitted on (raw), and their class positions.
+    converged_ : bool
+    """
+
+    method = "linear"
+    _params = ("normalization", "penalty", "temperature", "prior_weight", "max_iter")
+    _keeps_rows = True
+
+    def __init__(
+        self,
+        *,
+        normalization: str = "cl2n",
+        penalty: float = DEFAULT_PENALTY,
+        temperature: float = DEFAULT_HEAD_TEMPERATURE,
+        prior_weight: float = PRIOR_WEIGHT,
+        max_iter: int = 200,
+        center: np.ndarray | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.normalization = normalization
+        self.penalty = penalty
+        self.temperature = temperature
+        self.prior_weight = prior_weight
+        self.max_iter = max_iter
+        self.center = center
+        self.device = device
+
+    def support_set(self, dtype: torch.dtype, dev: torch.device) -> SupportSet:
+        """The shots (and names) as one normalised episode, as the fit sees them."""
+        x = torch.as_tensor(self.support_, device=dev).to(dtype)
+        names, named = self._named_tensors(x)
+        return rows_support(
+            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
+            normalization=self.normalization, center=self._center_tensor(x), names=names,
+            named=named,
+        )  # fmt: skip
+
+    def _settings(self) -> HeadSettings:
+        return HeadSettings(self.penalty, self.temperature, self.prior_weight, self.max_iter)
+
+    def _refit(self) -> None:
+        self._recenter()
+        self._check_every_class_scored(self.prior_weight)
+        dev, dtype = self._compute_device()
+        head = fit_linear(self.support_set(dtype, dev), self._settings())
+        self.coef_ = head.weight[0].cpu().numpy()
+        self.intercept_ = head.bias[0].cpu().numpy()
+        self.converged_ = bool(head.converged[0])
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef_, "intercept": self.intercept_}
+
+    def _state(self) -> dict[str, Any]:
+        return {"converged": self.converged_}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]
+        self.converged_ = bool(state.get("converged", True))
+        if self.coef_.shape != (len(self.classes_), self.n_features_in_):
+            raise ValueError("the saved head does not match the classes in config.json")
+
+    def _scores(self, query: torch.Tensor) -> torch.Tensor:
+        weight = torch.as_tensor(self.coef_, device=query.device, dtype=query.dtype)
+        bias = torch.as_tensor(self.intercept_, device=query.device, dtype=query.dtype)
+        return torch.addmm(bias, query, weight.T)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._settings()  # validates penalty, temperature, prior_weight, max_iter
