@@ -92,7 +92,7 @@ def test_all_class_protocol(banking_table: Path, tmp_path: Path) -> None:
     [
         (["--metrics", "manhattan"], "unknown metric 'manhattan'; expected one of"),
         (["--shots", "1,40"], "has 40 samples, but n_shot + n_query = 55 are needed"),
-        (["--shots", "one"], "shots must be positive integers"),
+        (["--shots", "one"], "shots must be integers >= 0"),
         (["--plot", "/nonexistent/dir/p.png"], "folder /nonexistent/dir does not exist"),
         (["--protocol", "all-class"], "the all-class protocol needs --test"),
         (["--ways", "13"], "n_way=13 but only 12 classes are available"),

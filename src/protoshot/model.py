@@ -29,8 +29,8 @@ import numpy as np
 from protoshot.cache import CacheArg
 from protoshot.embedders import Embedder
 from protoshot.estimators import AutoClassifier, FewShotEstimator, load_estimator
-from protoshot.labels import as_label_array, labels_like, readable_name
-from protoshot.pipeline import embedder_for
+from protoshot.labels import as_label_array, labels_like
+from protoshot.pipeline import class_name_embeddings, embedder_for
 
 UNKNOWN = None
 
@@ -157,12 +157,10 @@ class FewShotModel:
         """Embeddings of the classes' descriptions, else their readable names (text models)."""
         if self.embedder.modality != "text" or not classes:
             return None
-        texts = {}
-        for label in classes:
-            text = descriptions.get(label) or readable_name(label)
-            if text and text.strip() and any(ch.isalpha() for ch in text):
-                texts[label] = text.strip()
-        skipped = [c for c in classes if c not in texts]
+        names, skipped = class_name_embeddings(
+            classes, self.embedder, descriptions=descriptions, cache=self.cache,
+            batch_size=self.batch_size,
+        )  # fmt: skip
         if skipped and warn:
             warnings.warn(
                 f"{len(skipped)} classes have no name to embed (integer codes, digits or empty: "
@@ -170,10 +168,7 @@ class FewShotModel:
                 UserWarning,
                 stacklevel=3,
             )
-        if not texts:
-            return None
-        vectors = self.embed(list(texts.values()))
-        return dict(zip(texts, vectors, strict=True))
+        return names or None
 
     def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
         """Forget classes; raises ValueError for an unknown class or when none would remain."""

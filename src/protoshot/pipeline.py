@@ -6,12 +6,16 @@ The CLI commands and the demo share these steps; none of them embeds anything tw
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from protoshot.cache import CacheArg, CacheStats
 from protoshot.data import EmbeddingTable, Samples, load_source, load_table
 from protoshot.embedders import Embedder, create_embedder, embed
+from protoshot.labels import readable_name
 
 TABLE_SUFFIXES = (".parquet", ".npz", ".npy")
 
@@ -95,3 +99,49 @@ def load_embeddings(
     )
     embedder = embedder_for(model, device=device, cache=cache)
     return embed_samples(samples, embedder, cache=cache, batch_size=batch_size, progress=progress)
+
+
+def class_name_embeddings(
+    classes: Sequence[Any],
+    embedder: Embedder,
+    *,
+    descriptions: Mapping[Any, str] | None = None,
+    cache: CacheArg = True,
+    batch_size: int = 32,
+) -> tuple[dict[Any, np.ndarray], list[Any]]:
+    """Embed each class's description, else its readable name (``card_arrival`` -> "card arrival").
+
+    Returns the embeddings by class and the classes that had nothing to embed (integer codes,
+    digits only, empty). Only text models embed names; for others every class is skipped.
+    """
+    descriptions = descriptions or {}
+    texts: dict[Any, str] = {}
+    if embedder.modality == "text":
+        for label in classes:
+            text = (descriptions.get(label) or readable_name(label) or "").strip()
+            if any(ch.isalpha() for ch in text):
+                texts[label] = text
+    skipped = [label for label in classes if label not in texts]
+    if not texts:
+        return {}, skipped
+    vectors = embed(
+        list(texts.values()), embedder, cache=cache, batch_size=batch_size, progress=False
+    )
+    return dict(zip(texts, vectors, strict=True)), skipped
+
+
+def read_descriptions(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A ``label,text`` CSV (header optional: a first row ``label,text`` is skipped) as a dict."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"cannot read class descriptions from {path}: {err}") from err
+    if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["label", "text"]:
+        rows = rows[1:]
+    bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2 or not row[0].strip()]
+    if bad:
+        raise ValueError(f"{path}: every line must be 'label,text'; lines {bad[:5]} are not")
+    return {row[0].strip(): row[1].strip() for row in rows}

@@ -99,11 +99,12 @@ def split_list(text: str, name: str, allowed: Sequence[str] | None = None) -> li
     return items
 
 
-def split_ints(text: str, name: str) -> list[int]:
-    """``"1,5,10"`` -> ``[1, 5, 10]``, each a positive integer."""
+def split_ints(text: str, name: str, *, smallest: int = 1) -> list[int]:
+    """``"1,5,10"`` -> ``[1, 5, 10]``, each an integer of at least ``smallest``."""
     out = []
+    kind = "positive integers" if smallest == 1 else f"integers >= {smallest}"
     for item in split_list(text, name):
-        if not item.isdigit() or int(item) < 1:
-            raise ValueError(f"{name} must be positive integers separated by commas, got {item!r}")
+        if not item.isdigit() or int(item) < smallest:
+            raise ValueError(f"{name} must be {kind} separated by commas, got {item!r}")
         out.append(int(item))
     return out

@@ -51,7 +51,12 @@ def evaluate_command(
         str | None, typer.Option(help="all-class protocol: the test split (table or source).")
     ] = None,
     ways: Annotated[str, typer.Option(help="Classes per episode, or 'all'.")] = "5",
-    shots: Annotated[str, typer.Option(help="Shots per class, comma-separated.")] = "1,5",
+    shots: Annotated[
+        str,
+        typer.Option(
+            help="Shots per class, comma-separated; 0: class names alone (named methods)."
+        ),
+    ] = "1,5",
     queries: Annotated[int, typer.Option(min=1, help="Query samples per class.")] = 15,
     episodes: Annotated[
         int, typer.Option(min=1, help="Episodes (all-class: seeds) to average over.")
@@ -63,6 +68,18 @@ def evaluate_command(
     normalizations: Annotated[
         str, typer.Option(help="none, l2, cl2n (centring + L2); comma-separated.")
     ] = "none,l2,cl2n",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="prototypes, named-prototypes, linear, named-linear, auto; comma-separated. "
+            "Named methods use the class names (or --class-descriptions) embedded by the same "
+            "text model; --metrics/--normalizations apply to the prototype methods."
+        ),
+    ] = "prototypes",
+    class_descriptions: Annotated[
+        Path | None,
+        typer.Option(help="CSV of label,text: describe classes instead of using their names."),
+    ] = None,
     classes: Annotated[
         str | None,
         typer.Option(
@@ -106,13 +123,14 @@ def evaluate_command(
 
       protoshot evaluate banking77:test --model minilm --json
 
-      protoshot evaluate banking77:train --test banking77:test --model minilm --protocol all-class --shots 5,10
+      protoshot evaluate banking77:train --test banking77:test --model minilm --protocol all-class --shots 0,1,5,10 --methods prototypes,named-prototypes,linear,auto
     """
     with user_errors():
         report, grid = _evaluate(
             source, model=model, protocol=protocol, test=test, ways=ways, shots=shots,
             queries=queries, episodes=episodes, seed=seed, metrics=metrics,
-            normalizations=normalizations, classes=classes, split=split,
+            normalizations=normalizations, methods=methods, class_descriptions=class_descriptions,
+            classes=classes, split=split,
             split_fractions=split_fractions, split_seed=split_seed, center_from=center_from,
             device=device, dtype=dtype, plot=plot, batch_size=batch_size,
             cache=cache_arg(no_cache, cache_dir),
@@ -131,8 +149,8 @@ def evaluate_command(
 
 def _evaluate(
     source: str, *, model: str | None, protocol: str, test: str | None, ways: str, shots: str,
-    queries: int, episodes: int, seed: int, metrics: str, normalizations: str,
-    classes: str | None, split: str | None, split_fractions: str, split_seed: int,
+    queries: int, episodes: int, seed: int, metrics: str, normalizations: str, methods: str,
+    class_descriptions: Path | None, classes: str | None, split: str | None, split_fractions: str, split_seed: int,
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
     batch_size: int, cache: CacheArg,
 ) -> tuple[dict[str, Any], Any]:  # fmt: skip
@@ -140,11 +158,13 @@ def _evaluate(
     from protoshot._validation import check_choice
     from protoshot.evaluation.reports import plot_grid, report_dict
     from protoshot.evaluation.tables import PROTOCOLS, evaluate_table
+    from protoshot.methods import METHODS
     from protoshot.pipeline import load_embeddings
 
+    method_list = split_list(methods, "method", METHODS)
     metric_list = split_list(metrics, "metric", METRICS)
     norm_list = split_list(normalizations, "normalization", NORMALIZATIONS)
-    shot_list = split_ints(shots, "shots")
+    shot_list = split_ints(shots, "shots", smallest=0)
     check_choice("protocol", protocol, PROTOCOLS)
     if protocol == "all-class" and test is None:
         raise ValueError("the all-class protocol needs --test (the split to classify)")
@@ -161,11 +181,13 @@ def _evaluate(
     same_model = model or table.model or None
     test_table = load(test, same_model)[0] if protocol == "all-class" and test else None
     center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
+    names = _names(table, method_list, class_descriptions, cache=cache, device=device)
     grid = evaluate_table(
         table, protocol=protocol, test=test_table,
         n_way=n_way,
         shots=shot_list, n_query=queries, n_episodes=episodes, seed=seed, metrics=metric_list,
-        normalizations=norm_list, classes=_class_names(classes), split=split,
+        normalizations=norm_list, methods=method_list, class_embeddings=names,
+        classes=_class_names(classes), split=split,
         split_fractions=fractions or (0.6, 0.2, 0.2), split_seed=split_seed, center=center,  # type: ignore[arg-type]
         device=device, dtype=dtype, progress=episodes >= 2000,
     )  # fmt: skip
@@ -179,6 +201,42 @@ def _evaluate(
         "seed": seed,
     }
     return report_dict(grid, **context), grid
+
+
+def _names(
+    table: Any, methods: list[str], descriptions: Path | None, *, cache: CacheArg,
+    device: str | None,
+) -> dict[Any, Any] | None:  # fmt: skip
+    """Class-name embeddings for the methods that use them, by the table's own text model."""
+    from protoshot.labels import labels_like
+    from protoshot.methods import NAMED_METHODS
+    from protoshot.pipeline import class_name_embeddings, embedder_for, read_descriptions
+
+    wanted = descriptions is not None or any(m in (*NAMED_METHODS, "auto") for m in methods)
+    if not wanted or not table.model:
+        if descriptions is not None:
+            raise ValueError("--class-descriptions needs a table embedded by a known text model")
+        return None
+    import numpy as np
+
+    classes = np.asarray(table.classes)
+    texts = read_descriptions(descriptions) if descriptions is not None else {}
+    labels = dict(zip(labels_like(list(texts), classes), texts.values(), strict=True))
+    unknown = [label for label in labels if label not in set(classes.tolist())]
+    if unknown:
+        raise ValueError(
+            f"--class-descriptions names unknown classes: {', '.join(map(str, unknown[:10]))}"
+        )
+    embedder = embedder_for(table.model, device=device, cache=cache)
+    names, skipped = class_name_embeddings(
+        classes.tolist(), embedder, descriptions=labels, cache=cache
+    )
+    if skipped and embedder.modality == "text":
+        stderr().print(
+            f"{len(skipped)} classes have no name to embed (e.g. {skipped[0]!r}); "
+            "the named methods need one for every class"
+        )
+    return names if names and not skipped else None
 
 
 def _ways(text: str) -> int | Literal["all"]:

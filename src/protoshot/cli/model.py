@@ -58,12 +58,29 @@ def fit_command(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="auto (cross-validation on your shots picks prototypes or a fitted head, with "
+            "class names as a prior for text), prototypes, named-prototypes, linear, named-linear."
+        ),
+    ] = "auto",
+    class_descriptions: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of label,text: describe classes (text models) instead of their names."
+        ),
+    ] = None,
     metric: Annotated[
-        str, typer.Option(help="sqeuclidean, euclidean, cosine or dot.")
+        str, typer.Option(help="Prototype methods: sqeuclidean, euclidean, cosine or dot.")
     ] = "sqeuclidean",
-    normalization: Annotated[str, typer.Option(help="none, l2 or cl2n.")] = "none",
+    normalization: Annotated[
+        str | None,
+        typer.Option(help="none, l2 or cl2n (default: cl2n; none for plain prototypes)."),
+    ] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Softmax temperature (default 1, cosine 0.1).")
+        float | None,
+        typer.Option(help="Prototype methods: softmax temperature (default 1, cosine 0.1)."),
     ] = None,
     threshold: Annotated[
         float | None,
@@ -79,13 +96,21 @@ def fit_command(
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
 ) -> None:
-    """Build one prototype per class from SUPPORT and save the model to OUTPUT."""
+    """Fit a classifier on the labelled examples in SUPPORT and save it to OUTPUT.
+
+    By default (--method auto) cross-validation on your own shots picks nearest prototypes or a
+    softmax head fitted from them; with a text model each class's name ("card_arrival" ->
+    "card arrival") or its --class-descriptions entry counts as a prior.
+    """
     start = time.perf_counter()
     with user_errors():
-        from protoshot import PrototypeClassifier
+        import numpy as np
+
         from protoshot.data import load_source
+        from protoshot.estimators import create_estimator
+        from protoshot.labels import labels_like
         from protoshot.model import FewShotModel
-        from protoshot.pipeline import embedder_for
+        from protoshot.pipeline import embedder_for, read_descriptions
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
@@ -96,20 +121,48 @@ def fit_command(
             raise ValueError(
                 f"{model} embeds {embedder.modality}, but {support} holds {samples.modality} samples"
             )
-        classifier = PrototypeClassifier(
-            metric, normalization=normalization, temperature=temperature, device=device
+        classifier = create_estimator(
+            method, device=device, **_method_options(method, metric, normalization, temperature)
         )
         few = FewShotModel(
             embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
         )
-        few.fit(samples.items, samples.labels)
+        descriptions = None
+        if class_descriptions is not None:
+            texts = read_descriptions(class_descriptions)
+            labels = labels_like(list(texts), np.unique(samples.labels))
+            descriptions = dict(zip(labels, texts.values(), strict=True))
+        few.fit(samples.items, samples.labels, class_descriptions=descriptions)
         with folder_lock(output, "protoshot fit"):
             few.save(output, overwrite=force)
     counts = few.class_counts().values()
     stderr().print(
         f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
-        f"{time.perf_counter() - start:.1f} s -> {output}"
+        f"method {few.method}{_selection(few)}, {time.perf_counter() - start:.1f} s -> {output}"
     )
+
+
+def _method_options(
+    method: str, metric: str, normalization: str | None, temperature: float | None
+) -> dict[str, Any]:
+    """Estimator options from the fit flags; prototype-only flags are refused elsewhere."""
+    prototypes = method in ("prototypes", "named-prototypes")
+    if not prototypes and (metric != "sqeuclidean" or temperature is not None):
+        raise ValueError(f"--metric and --temperature apply to the prototype methods, not {method}")
+    options: dict[str, Any] = {"metric": metric, "temperature": temperature} if prototypes else {}
+    if normalization is not None:
+        options["normalization"] = normalization
+    return options
+
+
+def _selection(few: Any) -> str:
+    """How ``auto`` chose, in words (empty for a fixed method)."""
+    selection = getattr(few.classifier, "selection_", None)
+    if not selection:
+        return ""
+    held = selection.get("held_out_accuracy") or {}
+    scores = ", ".join(f"{name} {100 * acc:.1f}%" for name, acc in held.items())
+    return f" (by {selection['how']}{': held-out accuracy ' + scores if scores else ''})"
 
 
 def predict_command(
@@ -148,22 +201,37 @@ def add_command(
     label: Annotated[str, typer.Argument(help="The class to add shots to (created if new).")],
     inputs: Inputs = None,
     text: TextOption = None,
+    description: Annotated[
+        str | None,
+        typer.Option(
+            help="Describe the class in words (text models): with no examples it is created "
+            "from the description alone (zero-shot, for methods that use names)."
+        ),
+    ] = None,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
 ) -> None:
-    """Add examples of LABEL to a model without refitting (an exact update); saved atomically."""
+    """Add examples (or a description) of LABEL to a model: an exact update, saved atomically."""
     with user_errors(), folder_lock(model_dir, "protoshot add"):
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         from protoshot.data import read_inputs
 
-        items, _ = read_inputs(inputs or [], text or [], few.embedder.modality)
+        items: list[Any] = []
+        if inputs or text or description is None:
+            items, _ = read_inputs(inputs or [], text or [], few.embedder.modality)
         new = label not in {str(c) for c in few.classes}
-        few.add_examples(items, [label] * len(items)).save(model_dir, overwrite=True)
+        if items:
+            few.add_examples(items, [label] * len(items))
+        if description is not None:
+            few.add_descriptions({label: description})
+        few.save(model_dir, overwrite=True)
     counts = {str(k): v for k, v in few.class_counts().items()}
+    described = ", described" if description is not None else ""
     stderr().print(
-        f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots ({len(items)} added)"
+        f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots "
+        f"({len(items)} added{described}); method {few.method}"
     )
 
 

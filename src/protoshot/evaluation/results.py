@@ -103,13 +103,26 @@ class GridResult:
         return json.dumps(self.to_dict(), **kwargs)
 
     def table(self, title: str | None = None) -> Any:
-        """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row marked."""
+        """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row marked.
+
+        Settings every row shares go to the caption; the rest are a method, a shots and a
+        settings column, so the table stays narrow however many methods it compares.
+        """
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=title)
         keys = list(dict.fromkeys(k for r in self.results for k in r.config))
-        for key in keys:
+        values = {k: {str(r.config.get(k, "")) for r in self.results} for k in keys}
+        shared = [k for k in keys if len(values[k]) == 1 and k != "method"]
+        varying = [k for k in keys if k not in shared]
+        columns = [k for k in ("method", "n_way", "n_shot", "n_query") if k in varying]
+        settings = [k for k in varying if k not in columns and k not in _JSON_ONLY]
+        caption = " · ".join(f"{_SHORT.get(k, k)} {next(iter(values[k]))}" for k in shared)
+        table = Table(title=title, caption=escape(caption) or None)
+        for key in columns:
             table.add_column(_SHORT.get(key, key))
+        if settings:
+            table.add_column("settings")
         table.add_column("acc %", justify="right")
         table.add_column("± CI", justify="right")
         paired = any(r.paired is not None for r in self.results)
@@ -119,11 +132,14 @@ class GridResult:
         best = self.best()
         for r in self.results:
             mark = r is best
-            cells = [str(r.config.get(k, "")) for k in keys]
+            setting = " ".join(
+                f"{_SHORT.get(k, k)}={r.config[k]}" for k in settings if k in r.config
+            )
             acc = f"{100 * r.mean:.2f}" + (" *" if mark else "")
             delta = [] if not paired else ["" if r.paired is None else _delta(r.paired)]
             table.add_row(
-                *cells,
+                *(escape(str(r.config.get(k, ""))) for k in columns),
+                *([escape(setting)] if settings else []),
                 acc,
                 f"{100 * r.ci95:.2f}",
                 *delta,
@@ -175,4 +191,13 @@ def _delta(paired: dict[str, Any]) -> str:
     return f"{100 * paired['mean']:+.2f}{ci}"
 
 
-_SHORT = {"n_way": "ways", "n_shot": "shots", "n_query": "queries", "normalization": "norm"}
+#: Config keys too long for a table cell; the JSON report has them.
+_JSON_ONLY = ("candidates",)
+
+_SHORT = {
+    "n_way": "ways",
+    "n_shot": "shots",
+    "n_query": "queries",
+    "normalization": "norm",
+    "prior_weight": "prior",
+}

@@ -7,7 +7,7 @@ and runs the protocol: N-way K-shot episodes, or all-class K-shot on a test tabl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -37,6 +37,8 @@ def evaluate_table(
     seed: int = 0,
     metrics: Sequence[str] = ("sqeuclidean", "cosine"),
     normalizations: Sequence[str] = ("none", "l2", "cl2n"),
+    methods: Sequence[str] = ("prototypes",),
+    class_embeddings: Mapping[Any, Any] | None = None,
     classes: Sequence[Any] | None = None,
     split: str | None = None,
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
@@ -51,6 +53,11 @@ def evaluate_table(
     protocol : {"episodic", "all-class"}
         ``"all-class"`` draws ``K`` shots of every class of ``table`` and classifies all of
         ``test``, over ``n_episodes`` seeds.
+    methods : names from :data:`protoshot.methods.METHODS`
+        Every method on the same episodes (all-class: seeds), with paired differences.
+    class_embeddings : mapping, optional
+        Class label -> embedding of its name or description (same model as the table), for
+        the named methods and ``auto`` (see :func:`protoshot.pipeline.class_name_embeddings`).
     classes : labels, optional
         Evaluate on these classes only (text is converted to the labels' type).
     split : {"base", "validation", "novel"}, optional
@@ -67,7 +74,10 @@ def evaluate_table(
         raise ValueError(f"the table has {len(table.classes)} class; evaluation needs at least 2")
     subset, base = _classes(table, classes, split, split_fractions, split_seed)
     centre = _center(table, center, base)
-    settings: dict[str, Any] = {"metrics": metrics, "normalizations": normalizations}
+    settings: dict[str, Any] = {
+        "metrics": metrics, "normalizations": normalizations, "methods": methods,
+        "class_embeddings": class_embeddings,
+    }  # fmt: skip
     if protocol == "all-class":
         if test is None:
             raise ValueError("the all-class protocol needs a test table (the split to classify)")
@@ -79,7 +89,7 @@ def evaluate_table(
             )
         return all_class_kshot(
             table.vectors, table.labels, test.vectors, test.labels, shots=shots,
-            n_seeds=n_episodes, seed=seed, center=centre, **settings,
+            n_seeds=n_episodes, seed=seed, center=centre, **settings, **options,
         )  # fmt: skip
     return evaluate_grid(
         table.vectors, table.labels, n_way=n_way, shots=shots, n_query=n_query,

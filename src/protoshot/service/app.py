@@ -26,6 +26,7 @@ from protoshot.service.body_limit import BodyLimit
 from protoshot.service.inputs import request_items
 from protoshot.service.schemas import (
     ClassesResponse,
+    Description,
     Error,
     Health,
     Items,
@@ -172,6 +173,20 @@ def create_app(
         new = state.update(lambda m: m.add_embeddings(vectors, [label] * len(vectors)))
         return {"name": label, "shots": new.class_counts()[label], "classes": len(new.classes)}
 
+    @app.put(
+        "/v1/classes/{name:path}/description",
+        response_model=UpdateResponse,
+        responses=_ADD_ERRORS,
+    )
+    def describe_class(name: str, body: Description) -> dict[str, Any]:
+        """Describe class `name` in words (text models): a new class needs no shots when the
+        method uses names (zero-shot); saved to the model folder before the answer."""
+        if state.model.embedder.modality != "text":
+            raise HTTPException(422, "descriptions need a text model")
+        label = _library(lambda: state.model.as_class_values([name])[0])
+        new = state.update(lambda m: m.add_descriptions({label: body.text}))
+        return {"name": label, "shots": new.class_counts()[label], "classes": len(new.classes)}
+
     @app.delete(
         "/v1/classes/{name:path}",
         response_model=UpdateResponse,
@@ -197,6 +212,7 @@ def create_app(
 def _info(model: FewShotModel) -> dict[str, Any]:
     return {
         "embedder": model.embedder.spec,
+        "method": model.method,
         "modality": model.embedder.modality,
         "classes": len(model.classes),
         "threshold": model.threshold,

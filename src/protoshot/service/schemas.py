@@ -49,10 +49,19 @@ class PredictionOut(BaseModel):
     )
 
 
+class Description(BaseModel):
+    """A class described in words, embedded by the model's text embedder."""
+
+    text: str = Field(min_length=1, max_length=2000, description="What the class is about.")
+
+
 class ModelInfo(BaseModel):
     """The model that answered."""
 
     embedder: str = Field(description="Spec of the frozen embedder (e.g. `minilm`).")
+    method: str = Field(
+        description="The classification method; for `auto`, what it chose (`auto: named-linear`)."
+    )
     modality: str = Field(description="What it embeds: `text`, `image` or `any`.")
     classes: int = Field(description="Number of classes.")
     threshold: float | None = Field(
