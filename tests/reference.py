@@ -57,3 +57,71 @@ def naive_accuracies(
         pred = naive_predict(xt[idx], lab, xt[query[e].reshape(-1)], **kwargs)  # type: ignore[arg-type]
         accs.append(float((pred == q_lab).double().mean()))
     return np.array(accs)
+
+
+def naive_named_prototypes(
+    support: torch.Tensor,
+    support_labels: torch.Tensor,
+    names: torch.Tensor,
+    prior_weight: float,
+    normalization: str = "none",
+    center: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prototypes ``[N, D]`` with each class's name counted as ``prior_weight`` shots, one class
+    at a time, and the centre used (support mean; the names' mean with no support)."""
+    if normalization == "cl2n" and center is None:
+        center = support.mean(0) if len(support) else names.mean(0)
+    c = center if normalization == "cl2n" else None
+
+    def norm(v: torch.Tensor) -> torch.Tensor:
+        if normalization == "none":
+            return v
+        v = v - c if c is not None else v
+        return v / v.norm(dim=-1, keepdim=True)
+
+    s, n = norm(support), norm(names)
+    protos = []
+    for k in range(len(names)):
+        mine = s[support_labels == k]
+        protos.append((mine.sum(0) + prior_weight * n[k]) / (len(mine) + prior_weight))
+    return torch.stack(protos), c
+
+
+def naive_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    w0: np.ndarray,
+    b0: np.ndarray,
+    penalty: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One episode's head by scipy's L-BFGS-B to tight tolerance: the weighted mean
+    cross-entropy plus ``penalty / 2 * |(W, b) - (W0, b0)|^2``, written out by hand."""
+    from scipy.optimize import minimize
+
+    n, d = w0.shape
+    w = weight / weight.sum()
+    onehot = np.eye(n)[y]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        wt, bt = theta[: n * d].reshape(n, d), theta[n * d :]
+        logits = x @ wt.T + bt
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(1, keepdims=True)
+        ce = -(w * np.log(p[np.arange(len(y)), y])).sum()
+        pull = ((wt - w0) ** 2).sum() + ((bt - b0) ** 2).sum()
+        g = (p - onehot) * w[:, None]
+        grad_w = g.T @ x + penalty * (wt - w0)
+        grad_b = g.sum(0) + penalty * (bt - b0)
+        return ce + 0.5 * penalty * pull, np.concatenate([grad_w.ravel(), grad_b])
+
+    theta0 = np.concatenate([w0.ravel(), b0])
+    res = minimize(
+        objective,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-12, "ftol": 0, "maxiter": 5000},
+    )
+    return res.x[: n * d].reshape(n, d), res.x[n * d :]

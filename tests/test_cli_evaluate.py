@@ -151,3 +151,19 @@ def test_version_and_help_list_every_command() -> None:
         "serve",
     ):
         assert command in out
+
+
+def test_methods_side_by_side_with_a_zero_shot_row(banking_table: Path) -> None:
+    code, out, err = run(
+        "evaluate", str(banking_table), "--methods", "prototypes,named-prototypes,linear,auto",
+        "--shots", "0,1,5", "--episodes", "40", "--ways", "5", "--queries", "5",
+        "--metrics", "sqeuclidean", "--normalizations", "cl2n", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    rows = {(r["config"]["method"], r["config"]["n_shot"]): r for r in report["results"]}
+    assert ("named-prototypes", 0) in rows and ("prototypes", 0) not in rows
+    assert ("auto", 0) in rows and ("linear", 0) not in rows
+    named = rows["named-prototypes", 1]
+    assert named["paired"]["baseline"]["method"] == "prototypes" and named["paired"]["mean"] > 0
+    jsonschema.validate(report, json_schema())

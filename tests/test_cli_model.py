@@ -197,3 +197,48 @@ def test_remove_works_on_a_bare_classifier_folder(tmp_path: Path) -> None:
     assert PrototypeClassifier.load(tmp_path).classes_.tolist() == [1, 3]
     code, _, err = run("remove", str(tmp_path), "two")
     assert code == 1 and "'two' is not an integer" in err
+
+
+def test_fit_methods_descriptions_and_a_class_from_its_description(
+    banking_csv, cache_dir: Path, tmp_path: Path
+) -> None:
+    support, _, intents = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    descriptions = tmp_path / "descriptions.csv"
+    descriptions.write_text(f"label,text\n{intents[0]},the card I ordered has not come yet\n")
+    out = tmp_path / "auto"
+    code, _, err = run(
+        "fit", str(support), "-m", "minilm", "-o", str(out),
+        "--class-descriptions", str(descriptions), *cache,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "method auto: named-" in err and "by cross-validation: held-out accuracy" in err
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "auto" and config["state"]["chosen"].startswith("named-")
+    # a class known only by its description answers for what it describes
+    code, _, err = run(
+        "add", str(out), "crypto", "--description", "buying and holding bitcoin or ethereum",
+        *cache,
+    )  # fmt: skip
+    assert code == 0 and "new class 'crypto': 0 shots (0 added, described)" in err, err
+    code, result, err = run(
+        "predict", str(out), "-t", "can I buy bitcoin with my account", "--format", "jsonl",
+        *cache,
+    )  # fmt: skip
+    assert code == 0 and json.loads(result)["label"] == "crypto", err
+    linear = tmp_path / "linear"
+    code, _, err = run(
+        "fit", str(support), "-m", "minilm", "-o", str(linear), "--method", "linear", *cache
+    )
+    assert code == 0 and "method linear," in err, err
+    code, _, err = run(
+        "fit", str(support), "-m", "minilm", "-o", str(tmp_path / "x"), "--method", "linear",
+        "--metric", "cosine", *cache,
+    )  # fmt: skip
+    assert code == 1 and "--metric and --temperature apply to the prototype methods" in err
+    descriptions.write_text("label,text\nno_such_intent,anything\n")
+    code, _, err = run(
+        "fit", str(support), "-m", "minilm", "-o", str(tmp_path / "y"),
+        "--class-descriptions", str(descriptions), *cache,
+    )  # fmt: skip
+    assert code == 1 and "descriptions name 1 classes that have no examples: no_such_intent" in err

@@ -140,3 +140,38 @@ def test_hf_dataset_with_an_image_column(tmp_path: Path) -> None:
     samples = load_source(tmp_path / "ds")
     assert samples.modality == "image" and samples.labels.tolist() == ["a", "b"]
     assert samples.items[1].getpixel((0, 0)) == 128
+
+
+def test_class_descriptions_file(tmp_path) -> None:
+    from protoshot.pipeline import read_descriptions
+
+    path = tmp_path / "d.csv"
+    path.write_text('label,text\ncard_arrival,"my card, where is it"\n\nrefund, money back \n')
+    assert read_descriptions(path) == {
+        "card_arrival": "my card, where is it",
+        "refund": "money back",
+    }
+    path.write_text("card_arrival\n")
+    with pytest.raises(ValueError, match="every line must be 'label,text'; lines \\[1\\]"):
+        read_descriptions(path)
+    with pytest.raises(ValueError, match="cannot read class descriptions"):
+        read_descriptions(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ("card_arrival", "card arrival"),
+        ("CardArrival", "card arrival"),
+        ("card-arrival", "card arrival"),
+        ("ATMSupport", "atm support"),
+        ("getWeather", "get weather"),
+        ("123", None),
+        ("  ", None),
+        (7, None),
+    ],
+)
+def test_readable_class_names(label, name) -> None:
+    from protoshot.labels import readable_name
+
+    assert readable_name(label) == name

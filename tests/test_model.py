@@ -152,3 +152,26 @@ def test_remove_saved_classes_needs_no_embedder(tmp_path: Path) -> None:
     assert PrototypeClassifier.load(tmp_path).classes_.tolist() == [1]
     with pytest.raises(ValueError, match="cannot remove every class"):
         remove_saved_classes(tmp_path, [1])
+
+
+def test_descriptions_names_and_zero_shot_classes(banking, minilm, cache_dir: Path) -> None:
+    texts, labels = banking
+    support, _ = split(texts, labels, 3)
+    items, y = [texts[i] for i in support], labels[support]
+    first = str(y[0])
+    described = FewShotModel(minilm, cache=cache_dir).fit(
+        items, y, class_descriptions={first: "the customer's new card has not arrived"}
+    )
+    named = FewShotModel(minilm, cache=cache_dir).fit(items, y)
+    i = int(np.flatnonzero(described.classifier.classes_ == first)[0])
+    assert not np.allclose(described.classifier.names_[i], named.classifier.names_[i])
+    assert described.method.startswith("auto: ")
+    described.add_descriptions({"crypto": "buying and holding bitcoin or ethereum"})
+    assert described.class_counts()["crypto"] == 0
+    assert described.predict(["can I buy bitcoin"])[0].label == "crypto"
+    with pytest.raises(ValueError, match="descriptions name 1 classes that have no examples"):
+        FewShotModel(minilm, cache=cache_dir).fit(items, y, class_descriptions={"nope": "x"})
+    with pytest.raises(ValueError, match="no description gave text to embed"):
+        described.add_descriptions({"digits": "12345"})
+    with pytest.warns(UserWarning, match="2 classes have no name to embed"):
+        FewShotModel(minilm, cache=cache_dir).fit(["a b", "c d"], [3, 7])

@@ -30,9 +30,9 @@ import uvicorn
 from typer.testing import CliRunner
 
 import protoshot.cli._commands  # noqa: F401  (registers the commands)
-from protoshot.estimators import PrototypeClassifier
 from protoshot.cli import app as cli_app
 from protoshot.data import load_source
+from protoshot.estimators import PrototypeClassifier
 from protoshot.model import FewShotModel
 from protoshot.pipeline import embedder_for
 from protoshot.service import create_app
@@ -440,3 +440,20 @@ def test_micro_batcher_groups_waiting_requests_and_keeps_order() -> None:
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.embed([1])
+
+
+@pytest.mark.slow
+def test_a_class_described_over_http(model_dir: Path, cache_dir: Path) -> None:
+    with serving(model_dir, cache_dir) as url:
+        r = httpx.put(
+            f"{url}/v1/classes/crypto/description",
+            json={"text": "buying and holding bitcoin or ethereum"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == "crypto" and r.json()["shots"] == 0
+        answer = httpx.post(url + "/v1/predict", json={"texts": ["can I buy bitcoin here"]})
+        assert answer.json()["predictions"][0]["label"] == "crypto"
+        empty = httpx.put(f"{url}/v1/classes/crypto/description", json={"text": ""})
+        assert empty.status_code == 422 and "text" in empty.json()["detail"]
+    reloaded = FewShotModel.load(model_dir, cache=cache_dir)
+    assert reloaded.class_counts()["crypto"] == 0

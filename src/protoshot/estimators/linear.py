@@ -44,6 +44,8 @@ class LinearClassifier(FewShotEstimator):
     support_, support_codes_ : float32 [n_shots, n_features], int64 [n_shots]
         The shots it was fitted on (raw), and their class positions.
     converged_ : bool
+    n_iter_ : int
+        L-BFGS iterations of the last fit.
     """
 
     method = "linear"
@@ -90,16 +92,18 @@ class LinearClassifier(FewShotEstimator):
         self.coef_ = head.weight[0].cpu().numpy()
         self.intercept_ = head.bias[0].cpu().numpy()
         self.converged_ = bool(head.converged[0])
+        self.n_iter_ = max(head.n_iter, 1)
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         return {"coef": self.coef_, "intercept": self.intercept_}
 
     def _state(self) -> dict[str, Any]:
-        return {"converged": self.converged_}
+        return {"converged": self.converged_, "n_iter": self.n_iter_}
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]
         self.converged_ = bool(state.get("converged", True))
+        self.n_iter_ = int(state.get("n_iter", 1))
         if self.coef_.shape != (len(self.classes_), self.n_features_in_):
             raise ValueError("the saved head does not match the classes in config.json")
 

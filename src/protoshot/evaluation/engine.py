@@ -134,7 +134,7 @@ def _shots(block: Episodes, shots: Sequence[int] | None, fewest: int) -> list[in
         raise ValueError("shots cannot be chosen for episodes with unbalanced supports")
     for k in shots:
         if not fewest <= k <= block.n_shot:
-            zero = "" if fewest else " (0 shots needs a method that uses class names)"
+            zero = " (0 shots needs a method that uses class names)" if k == 0 else ""
             raise ValueError(
                 f"shots must be between {fewest} and the episodes' {block.n_shot}, got {k}{zero}"
             )

@@ -32,6 +32,8 @@ class Head:
     bias: torch.Tensor
     #: bool [E]: whether each episode's fit reached the gradient tolerance.
     converged: torch.Tensor
+    #: L-BFGS iterations the batch took.
+    n_iter: int = 0
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[E, M, N]`` of queries ``x`` [E, M, D]."""
@@ -116,4 +118,5 @@ def fit_head(
         objective()  # gradients at the final point, to judge convergence per episode
     assert weight.grad is not None and bias.grad is not None
     grad = torch.maximum(weight.grad.abs().amax((1, 2)), bias.grad.abs().amax(1))
-    return Head(weight.detach(), bias.detach(), grad <= tol)
+    n_iter = int(optimizer.state_dict()["state"][0]["n_iter"])
+    return Head(weight.detach(), bias.detach(), grad <= tol, n_iter)

@@ -68,6 +68,7 @@ def fit_linear(support: SupportSet, settings: HeadSettings) -> Head:
         torch.where(keep, head.weight, weight0),
         torch.where(keep[:, :, 0], head.bias, bias0),
         head.converged,
+        head.n_iter,
     )
 
 
