@@ -95,12 +95,12 @@ def naive_head(
     b0: np.ndarray,
     penalty: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One episode's head by scipy's L-BFGS-B to tight tolerance: the weighted mean
-    cross-entropy plus ``penalty / 2 * |(W, b) - (W0, b0)|^2``, written out by hand."""
+    """One episode's head by scipy's L-BFGS-B to tight tolerance: the weighted sum of
+    cross-entropies plus ``penalty / 2 * |(W, b) - (W0, b0)|^2``, written out by hand."""
     from scipy.optimize import minimize
 
     n, d = w0.shape
-    w = weight / weight.sum()
+    w = weight
     onehot = np.eye(n)[y]
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:

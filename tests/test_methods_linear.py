@@ -29,7 +29,7 @@ def random_problem(seed: int, e: int = 3, n: int = 4, k: int = 3, d: int = 5):
 
 @pytest.mark.parametrize("penalty", [1e-1, 1e-3])
 def test_batched_fit_matches_a_per_episode_reference(penalty) -> None:
-    """Episodes solved as one problem land on each episode's own optimum (within 1e-5)."""
+    """Episodes solved as one problem land on each episode's own optimum (within 1e-4)."""
     support = random_problem(0)
     w0, b0 = prototype_head(support.prototypes(), 0.1)
     x, y, w = support.rows()
@@ -39,8 +39,8 @@ def test_batched_fit_matches_a_per_episode_reference(penalty) -> None:
         ref_w, ref_b = naive_head(
             x[e].numpy(), y[e].numpy(), w[e].numpy(), w0[e].numpy(), b0[e].numpy(), penalty
         )
-        np.testing.assert_allclose(head.weight[e].numpy(), ref_w, atol=1e-5)
-        np.testing.assert_allclose(head.bias[e].numpy(), ref_b, atol=1e-5)
+        np.testing.assert_allclose(head.weight[e].numpy(), ref_w, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(head.bias[e].numpy(), ref_b, rtol=1e-4, atol=1e-4)
 
 
 def test_padding_rows_change_nothing() -> None:
@@ -78,7 +78,7 @@ def test_the_fit_is_a_stationary_point_and_no_worse_than_its_start(seed, log_pen
         ce = torch.nn.functional.cross_entropy(
             logits.reshape(-1, 4), y.reshape(-1), reduction="none"
         )
-        ce = (ce.view(2, -1) * w / w.sum(1, keepdim=True)).sum(1)
+        ce = (ce.view(2, -1) * w).sum(1)
         return ce + 0.5 * penalty * (
             (weight - w0).square().sum((1, 2)) + (bias - b0).square().sum(1)
         )
