@@ -135,7 +135,8 @@ class FewShotModel:
     ) -> FewShotModel:
         """:meth:`add_examples` for items already embedded by this model's embedder."""
         y = _labels(self.as_class_values(labels), len(vectors))
-        new = [c for c in np.unique(y).tolist() if c not in set(self.classes)]
+        known = set(self.classes)
+        new = [c for c in np.unique(y).tolist() if c not in known]
         names = self._name_embeddings(new, {}, warn=False) if self.classes else None
         self.classifier.partial_fit(vectors, y, class_embeddings=names)
         return self

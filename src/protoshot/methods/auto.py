@@ -121,7 +121,7 @@ class Auto:
 
     def scores(self, block: EpisodeBlock, shots: Sequence[int]) -> Iterator[torch.Tensor]:
         if self.options[0].prior_weight:
-            block.name_embeddings("named auto")
+            block.name_embeddings(self.name)
         queries = block.query_embeddings()
         for k in shots:
             support = block_support(block, k, NORMALIZATION)

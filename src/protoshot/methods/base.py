@@ -99,15 +99,23 @@ class EpisodeBlock:
             return torch.full(self.support.shape[:2], n_shot, device=self.support.device)
         return self.n_support.clamp(max=n_shot)
 
-    def name_embeddings(self, method: str) -> torch.Tensor:
-        """Each way's name embedding ``[E, N, D]``; a clear error if there are none."""
+    @property
+    def way_names(self) -> torch.Tensor | None:
+        """Each way's name embedding ``[E, N, D]``, or ``None`` without names."""
         if self.names is None:
-            raise ValueError(
-                f"the {method!r} method needs class-name embeddings (class_names=...); "
-                "integer-coded labels have no names"
-            )
+            return None
         ways = torch.from_numpy(np.ascontiguousarray(self.ways)).to(self.names.device)
         return self.names[ways]
+
+    def name_embeddings(self, method: str) -> torch.Tensor:
+        """:attr:`way_names`, with a clear error naming ``method`` if there are none."""
+        names = self.way_names
+        if names is None:
+            raise ValueError(
+                f"the {method!r} method needs class-name embeddings (class_embeddings=...); "
+                "integer-coded labels have no names"
+            )
+        return names
 
     def query_embeddings(self) -> torch.Tensor:
         """The queries, gathered: ``[E, N * Q, D]``."""

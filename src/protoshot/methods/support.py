@@ -124,7 +124,8 @@ def block_support(block: EpisodeBlock, n_shot: int, normalization: str) -> Suppo
     x = x.to(dtype)
     mask = block.shot_mask(n_shot)
     mask = torch.ones(x.shape[:3], dtype=dtype, device=x.device) if mask is None else mask.to(dtype)
-    names = None if block.names is None else block.name_embeddings("").to(dtype)
+    names = block.way_names
+    names = None if names is None else names.to(dtype)
     center = None
     if normalization == "cl2n":
         if block.center is not None:
