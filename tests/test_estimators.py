@@ -157,3 +157,50 @@ def test_the_head_beats_prototypes_where_classes_are_not_round(rng) -> None:
     head = LinearClassifier(normalization="none", penalty=1e-3).fit(x[train], y[train])
     assert head.score(x[test], y[test]) > protos.score(x[test], y[test]) + 0.05
     assert torch.is_tensor(torch.as_tensor(head.coef_))
+
+
+@pytest.mark.parametrize("cls", [LinearClassifier, AutoClassifier, PrototypeClassifier])
+def test_a_failed_update_changes_nothing(cls, blobs) -> None:
+    x, y = blobs
+    model = cls().fit(x[::2], y[::2])
+    before = model.predict_proba(x)
+    with pytest.raises(ValueError, match="finite vectors"):
+        model.partial_fit(x[:3], [99, 99, 99], class_embeddings={99: np.ones(3)})
+    if cls is PrototypeClassifier:  # no prior: a class from its name alone is refused
+        with pytest.raises(ValueError, match=r"classes \[98\] have no shots"):
+            model.add_class_embeddings({98: x[0]})
+    with pytest.raises(TypeError, match="new labels are of type"):
+        model.partial_fit(x[:1], ["text"])
+    assert 99 not in model.classes_ and 98 not in model.classes_
+    np.testing.assert_array_equal(model.predict_proba(x), before)
+
+
+def test_auto_keeps_working_when_only_named_classes_remain(rng) -> None:
+    centres = rng.normal(size=(3, 6)) * 3
+    model = AutoClassifier().fit(
+        centres[1] + rng.normal(size=(3, 6)), ["b"] * 3,
+        class_embeddings={"a": centres[0], "b": centres[1], "c": centres[2]},
+    )  # fmt: skip
+    model.remove_classes(["b"])
+    assert model.predict(centres[[0, 2]]).tolist() == ["a", "c"]
+
+
+def test_a_fixed_centre_stays_fixed_after_loading(blobs, tmp_path: Path) -> None:
+    x, y = blobs
+    centre = x.mean(0) + 1.0
+    model = LinearClassifier(center=centre).fit(x[::2], y[::2])
+    model.save(tmp_path / "m")
+    loaded = load_estimator(tmp_path / "m")
+    for m in (model, loaded):
+        m.partial_fit(x[1::4], y[1::4])
+        np.testing.assert_array_equal(m.center_, centre)
+    np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x), atol=1e-12)
+
+
+def test_class_embeddings_must_be_a_mapping_of_the_classes_kind(blobs) -> None:
+    x, y = blobs
+    labels = np.array([f"c{v}" for v in y])
+    with pytest.raises(TypeError, match="must map each class label"):
+        LinearClassifier().fit(x, labels, class_embeddings=x[:12])
+    with pytest.raises(TypeError, match="new labels are of type"):
+        LinearClassifier().fit(x, labels, class_embeddings={3: x[0]})

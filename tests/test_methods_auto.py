@@ -107,3 +107,19 @@ def test_rows_support_pads_each_class_in_order() -> None:
     )
     torch.testing.assert_close(support.x[0, 2, :3], x[[0, 2, 3]])
     torch.testing.assert_close(support.x[0, 0, :2], x[[1, 4]])
+
+
+def test_an_episode_with_one_shot_per_class_takes_the_closed_form_in_any_batch(blobs, rng) -> None:
+    """Unbalanced supports: whether an episode can hold shots out is decided per episode."""
+    x, y = blobs
+    names = rng.normal(size=(12, x.shape[1]))
+    sampler = EpisodeSampler(y, n_way=4, n_shot=(1, 3), n_query=3, n_episodes=40, seed=1)
+    episodes = sampler.sample()
+    alone = [
+        evaluate_episodes(x, episodes[e : e + 1], methods=["auto"], class_embeddings=names)
+        .results[0]
+        .mean
+        for e in range(len(episodes))
+    ]
+    together = evaluate_episodes(x, episodes, methods=["auto"], class_embeddings=names)
+    np.testing.assert_allclose(together.results[0].per_episode, alone, atol=1e-6)

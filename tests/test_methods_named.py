@@ -130,3 +130,30 @@ def test_all_class_protocol_matches_a_per_seed_loop(blobs, rng) -> None:
             pred = torch.cdist(q, protos).argmin(1).numpy()
             ref.append((pred == y[test]).mean())
         np.testing.assert_allclose(r.per_episode, ref, atol=1e-6)
+
+
+def test_a_zero_shot_only_run_and_bad_inputs(blobs, rng) -> None:
+    x, y = blobs
+    names = name_rows(x, y, rng)
+    from protoshot.evaluation import evaluate_grid
+
+    grid = evaluate_grid(
+        x, y, n_way=4, shots=[0], n_episodes=20, methods=["prototypes", "named-prototypes"],
+        metrics=["sqeuclidean"], normalizations=["l2"], class_embeddings=dict(enumerate(names)),
+    )  # fmt: skip
+    assert [(r.config["method"], r.config["n_shot"]) for r in grid] == [("named-prototypes", 0)]
+    episodes = EpisodeSampler(y, n_way=4, n_shot=2, n_query=2, n_episodes=4).sample()
+    with pytest.raises(ValueError, match="class embeddings for 5 classes only"):
+        evaluate_episodes(x, episodes, methods=["named-prototypes"], class_embeddings=names[:5])
+    with pytest.raises(ValueError, match="11 classes have no name embedding"):
+        evaluate_grid(x, y, methods=["named-prototypes"], class_embeddings={0: names[0]})
+    shared = EpisodeSampler(y, n_way=4, n_shot=2, n_query=2, n_episodes=4).sample()
+    from protoshot.episodes import Episodes
+
+    one_set = Episodes(shared.support, shared.query.reshape(4, 1, -1), shared.ways)
+    with pytest.raises(ValueError, match="need targets"):
+        evaluate_episodes(x, one_set)
+    with pytest.raises(ValueError, match=r"targets must be ways in \[0, 4\)"):
+        evaluate_episodes(x, one_set, targets=np.full(8, 7))
+    with pytest.raises(ValueError, match="the way of each of the 8 queries"):
+        evaluate_episodes(x, one_set, targets=np.zeros(3, dtype=int))

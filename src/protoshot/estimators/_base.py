@@ -10,7 +10,8 @@ names) or removed; all are exact updates.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,8 +46,21 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     normalization: str
     center: np.ndarray | None
     device: str | None
+    n_features_in_: int
 
     # ----------------------------------------------------------------------------- fitting
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        """An update that raises leaves the estimator as it was (every update replaces its
+        arrays rather than writing into them, so a shallow copy of the attributes suffices)."""
+        saved = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
     def fit(self, X: Any, y: Any, class_embeddings: ClassEmbeddings | None = None) -> Any:
         """Fit on support embeddings ``X`` [n_samples, n_features] with labels ``y``.
 
@@ -56,21 +70,36 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         check_label_kinds(y)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
-        check_classification_targets(y)
-        self.center_ = self._initial_center(X)
-        self.classes_, codes = encode_labels(y)
-        n, d = len(self.classes_), X.shape[1]
+        with self._all_or_nothing():
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
+            check_classification_targets(y)
+            self.center_ = self._initial_center(X)
+            self.classes_, codes = encode_labels(y)
+            self._start()
+            self._absorb(X, codes)
+            self._add_names(class_embeddings)
+            self._refit()
+        return self
+
+    def _start(self) -> None:
+        """Empty state for ``classes_`` (no shots, no names yet)."""
+        n, d = len(self.classes_), self.n_features_in_
         self.names_, self.named_ = np.zeros((n, d)), np.zeros(n, dtype=bool)
         self._reset(n, d)
         if self._keeps_rows:
             self.support_ = np.zeros((0, d), dtype=np.float32)
             self.support_codes_ = np.zeros(0, dtype=np.int64)
         self.metadata_: dict[str, Any] = getattr(self, "metadata_", {})
-        self._absorb(X, codes)
-        self._add_names(class_embeddings)
+
+    def _adopt(self, source: FewShotEstimator) -> None:
+        """Fit on the shots and names ``source`` keeps (same classes and centre), no checks."""
+        self.classes_, self.n_features_in_ = source.classes_, source.n_features_in_
+        self.center_ = source.center_
+        self._start()
+        self.names_, self.named_ = source.names_.copy(), source.named_.copy()
+        if len(source.support_):
+            self._absorb(source.support_, source.support_codes_)
         self._refit()
-        return self
 
     def partial_fit(
         self, X: Any, y: Any, classes: Any = None, class_embeddings: ClassEmbeddings | None = None
@@ -84,18 +113,20 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             return self.fit(X, y, class_embeddings)
         self._check_params()
         check_label_kinds(y)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
-        check_classification_targets(y)
-        self._absorb(X, self._grow(np.asarray(y)))
-        self._add_names(class_embeddings)
-        self._refit()
+        with self._all_or_nothing():
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
+            check_classification_targets(y)
+            self._absorb(X, self._grow(np.asarray(y)))
+            self._add_names(class_embeddings)
+            self._refit()
         return self
 
     def add_class_embeddings(self, class_embeddings: ClassEmbeddings) -> Any:
         """Set the name embeddings of classes, creating classes that have none yet (zero-shot)."""
         check_is_fitted(self)
-        self._add_names(class_embeddings)
-        self._refit()
+        with self._all_or_nothing():
+            self._add_names(class_embeddings)
+            self._refit()
         return self
 
     def remove_classes(self, labels: Sequence[Any]) -> Any:
@@ -110,15 +141,16 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         keep = ~np.isin(self.classes_, labels_arr)
         if not keep.any():
             raise ValueError("cannot remove every class; at least one must remain")
-        for name in (*self._per_class, "names_", "named_"):
-            setattr(self, name, getattr(self, name)[keep])
-        if self._keeps_rows:
-            rows = keep[self.support_codes_]
-            new_code = np.cumsum(keep) - 1
-            self.support_ = self.support_[rows]
-            self.support_codes_ = new_code[self.support_codes_[rows]]
-        self.classes_ = self.classes_[keep]
-        self._refit()
+        with self._all_or_nothing():
+            for name in (*self._per_class, "names_", "named_"):
+                setattr(self, name, getattr(self, name)[keep])
+            if self._keeps_rows:
+                rows = keep[self.support_codes_]
+                new_code = np.cumsum(keep) - 1
+                self.support_ = self.support_[rows]
+                self.support_codes_ = new_code[self.support_codes_[rows]]
+            self.classes_ = self.classes_[keep]
+            self._refit()
         return self
 
     @property
@@ -176,6 +208,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             "classes": self.classes_.tolist(),
             "classes_dtype": self.classes_.dtype.str,
             "n_features_in": int(self.n_features_in_),
+            "fixed_center": self.center is not None,
             "state": self._state(),
             "metadata": self.metadata_,
         }
@@ -203,6 +236,8 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         model.n_features_in_ = int(config["n_features_in"])
         model.metadata_ = dict(config.get("metadata") or {})
         model.center_ = arrays.get("center")
+        if config.get("fixed_center") and model.center_ is not None:
+            model.center = model.center_  # a centre given at fit time stays fixed on updates
         n, d = len(model.classes_), model.n_features_in_
         model.names_ = arrays.get("names", np.zeros((n, d)))
         model.named_ = arrays.get("named", np.zeros(n, dtype=np.uint8)).astype(bool)
@@ -280,12 +315,12 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     def _grow(self, labels: np.ndarray) -> np.ndarray:
         """Add the classes of ``labels`` that are new; returns each label's class position."""
         new_classes = np.unique(labels)
-        merged = np.union1d(self.classes_, new_classes)
-        if merged.dtype.kind != self.classes_.dtype.kind:
+        if _is_number(new_classes) != _is_number(self.classes_):
             raise TypeError(
                 f"new labels are of type {new_classes.dtype}, but the classifier's are "
                 f"{self.classes_.dtype}"
             )
+        merged = np.union1d(self.classes_, new_classes)
         old = np.searchsorted(merged, self.classes_)
         for name in (*self._per_class, "names_", "named_"):
             array = getattr(self, name)
@@ -298,6 +333,13 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         return np.searchsorted(merged, labels)
 
     def _add_names(self, class_embeddings: ClassEmbeddings | None) -> None:
+        if class_embeddings is None:
+            return
+        if not isinstance(class_embeddings, Mapping):
+            raise TypeError(
+                "class_embeddings must map each class label to its name's embedding, got "
+                f"{type(class_embeddings).__name__}"
+            )
         if not class_embeddings:
             return
         labels = np.asarray(list(class_embeddings))
@@ -336,3 +378,8 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.poor_score = False
         return tags
+
+
+def _is_number(labels: np.ndarray) -> bool:
+    """Whether labels are numbers (integers, floats, booleans) rather than text or objects."""
+    return labels.dtype.kind in "biufc"

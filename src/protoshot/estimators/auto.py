@@ -87,10 +87,7 @@ class AutoClassifier(FewShotEstimator):
             if option.kind == "prototypes"
             else LinearClassifier(**common)
         )
-        named = {
-            c: v for c, v, has in zip(self.classes_, self.names_, self.named_, strict=True) if has
-        }
-        estimator.fit(self.support_, self.classes_[self.support_codes_], named or None)
+        estimator._adopt(self)
         self.estimator_, self.chosen_ = estimator, option.name
 
     def _scores(self, query: torch.Tensor) -> torch.Tensor:

@@ -146,7 +146,7 @@ def evaluate_grid(
     if not shots:
         raise ValueError("shots is empty; give at least one shot count")
     sampler = _sampler(
-        embeddings, labels, n_way=n_way, n_shot=max(shots), n_query=n_query,
+        embeddings, labels, n_way=n_way, n_shot=max(max(shots), 1), n_query=n_query,
         n_episodes=n_episodes, seed=seed, classes=classes,
     )  # fmt: skip
     return evaluate_episodes(

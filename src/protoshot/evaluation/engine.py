@@ -49,7 +49,8 @@ def run(
         if first is None:
             fewest_shots = min(m.min_shots for m in methods)
             first, shot_list = block, _shots(block, shots, fewest_shots)
-        _check_block(block, first, rows.x.shape[0])
+            methods = [m for m in methods if _usable(shot_list, m)]  # e.g. only a 0-shot row
+        _check_block(block, first, rows.x.shape[0], names, targets)
         if block.n_support is not None:
             low = int(block.n_support.min())
             fewest = low if fewest is None else min(fewest, low)
@@ -141,7 +142,13 @@ def _shots(block: Episodes, shots: Sequence[int] | None, fewest: int) -> list[in
     return sorted(set(shots))
 
 
-def _check_block(block: Episodes, first: Episodes, n_samples: int) -> None:
+def _check_block(
+    block: Episodes,
+    first: Episodes,
+    n_samples: int,
+    names: torch.Tensor | None,
+    targets: torch.Tensor | None,
+) -> None:
     shape = (block.n_way, block.n_shot, block.n_query, block.n_support is None)
     if shape != (first.n_way, first.n_shot, first.n_query, first.n_support is None):
         raise ValueError(
@@ -151,3 +158,23 @@ def _check_block(block: Episodes, first: Episodes, n_samples: int) -> None:
     high = max(int(block.support.max()), int(block.query.max()))
     if high >= n_samples or min(int(block.support.min()), int(block.query.min())) < 0:
         raise ValueError(f"episode index {high} is out of range for {n_samples} embeddings")
+    if block.n_support is not None and int(block.n_support.min()) < 1:
+        raise ValueError("every class of an episode needs at least one shot (n_support >= 1)")
+    if names is not None and int(block.ways.max()) >= names.shape[0]:
+        raise ValueError(
+            f"episodes use class {int(block.ways.max())}, but there are class embeddings for "
+            f"{names.shape[0]} classes only"
+        )
+    shared = block.query.shape[1] != block.n_way  # one query set for all ways
+    if shared and targets is None:
+        raise ValueError("queries shared by all ways ([E, 1, M]) need targets: the way of each")
+    if targets is not None:
+        if targets.shape != (block.query.shape[1] * block.query.shape[2],):
+            raise ValueError(
+                f"targets must give the way of each of the {block.query[0].size} queries, "
+                f"got shape {tuple(targets.shape)}"
+            )
+        if int(targets.min()) < 0 or int(targets.max()) >= block.n_way:
+            raise ValueError(
+                f"targets must be ways in [0, {block.n_way}), got {int(targets.max())}"
+            )

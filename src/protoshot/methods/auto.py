@@ -79,8 +79,7 @@ def choose(support: SupportSet, options: Sequence[Candidate]) -> Choice:
     """The candidate each episode's own shots favour (see the module docstring)."""
     most = int(support.counts().max()) if support.x.shape[2] else 0
     if most < 2:
-        closed = len(options) - 1 if options[0].prior_weight else 0
-        index = torch.full((support.n_episodes,), closed, device=support.x.device)
+        index = torch.full((support.n_episodes,), _closed_form(options), device=support.x.device)
         return Choice(index, "closed form")
     train, held = support.folds(min(N_FOLDS, most))
     e, n, k, d = train.x.shape
@@ -100,7 +99,15 @@ def choose(support: SupportSet, options: Sequence[Candidate]) -> Choice:
     order = torch.arange(len(options), 0, -1, device=correct.device, dtype=correct.dtype)
     index = (correct + 1e-3 * order.unsqueeze(1)).argmax(0)
     n_held = weights.sum(-1).view(-1, support.n_episodes).sum(0)
-    return Choice(index, "cross-validation", correct / n_held)
+    # an episode with one shot per class (others in the batch have more) holds nothing out
+    index = torch.where(n_held > 0, index, _closed_form(options))
+    how = "cross-validation" if bool((n_held > 0).any()) else "closed form"
+    return Choice(index, how, correct / n_held)
+
+
+def _closed_form(options: Sequence[Candidate]) -> int:
+    """The choice without held-out shots: the last (named head) with names, else prototypes."""
+    return len(options) - 1 if options[0].prior_weight else 0
 
 
 class Auto:
