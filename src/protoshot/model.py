@@ -210,24 +210,25 @@ class FewShotModel:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         proba = self.classifier.predict_proba(vectors)
-        k = min(top_k, proba.shape[1])
-        order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-        classes = self.classifier.classes_
-        best = proba[np.arange(len(proba)), order[:, 0]]
-        rejected = np.zeros(len(proba), bool) if self.threshold is None else best < self.threshold
-        return [
-            Prediction(
-                UNKNOWN if rej else classes[idx[0]].item(),
-                float(p),
-                [(classes[i].item(), float(proba[row, i])) for i in idx],
-                bool(rej),
-            )
-            for row, (idx, p, rej) in enumerate(zip(order, best, rejected, strict=True))
-        ]
+        return _predictions(proba, self.classifier.classes_, top_k, self.threshold)
 
     def predict(self, items: Sequence[Any], *, top_k: int = 1) -> list[Prediction]:
         """Embed (cached) and classify items."""
         return self.predict_embeddings(self.embed(items), top_k=top_k)
+
+    def predict_transductive(
+        self, items: Sequence[Any], *, method: str = "soft-kmeans", top_k: int = 1
+    ) -> list[Prediction]:
+        """Classify a batch of items together: the batch refines the classes first
+        (:mod:`protoshot.transductive`). Each answer depends on the whole batch; the rejection
+        threshold, calibrated on inductive probabilities, is not applied."""
+        from protoshot.transductive import refine
+
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        sums, counts = self.classifier.class_sums()
+        proba = refine(sums, counts, self.classifier.normalized(self.embed(items)), method)
+        return _predictions(proba, self.classifier.classes_, top_k, None)
 
     # ------------------------------------------------------------------ open set
     def calibrate(
@@ -342,6 +343,25 @@ def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:
     if len(y) != n:
         raise ValueError(f"got {n} items but {len(y)} labels")
     return y
+
+
+def _predictions(
+    proba: np.ndarray, classes: np.ndarray, top_k: int, threshold: float | None
+) -> list[Prediction]:
+    """Answers from probabilities ``[n, n_classes]``: the top ``top_k``, rejected below ``threshold``."""
+    k = min(top_k, proba.shape[1])
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    best = proba[np.arange(len(proba)), order[:, 0]]
+    rejected = np.zeros(len(proba), bool) if threshold is None else best < threshold
+    return [
+        Prediction(
+            UNKNOWN if rej else classes[idx[0]].item(),
+            float(p),
+            [(classes[i].item(), float(proba[row, i])) for i in idx],
+            bool(rej),
+        )
+        for row, (idx, p, rej) in enumerate(zip(order, best, rejected, strict=True))
+    ]
 
 
 def _check_described(descriptions: Mapping[Any, str], classes: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protoshot.cli import app, demo, embed, evaluate, model, serve
+from protoshot.cli import app, demo, embed, evaluate, inspect, model, serve
 
-for module in (demo, embed, evaluate, model, serve):
+for module in (demo, embed, evaluate, inspect, model, serve):
     module.register(app)

@@ -71,7 +71,8 @@ def evaluate_command(
     methods: Annotated[
         str,
         typer.Option(
-            help="prototypes, named-prototypes, linear, named-linear, auto; comma-separated. "
+            help="prototypes, named-prototypes, linear, named-linear, auto, mahalanobis; and the "
+            "transductive soft-kmeans, sinkhorn (rows labelled transductive); comma-separated. "
             "Named methods use the class names (or --class-descriptions) embedded by the same "
             "text model; --metrics/--normalizations apply to the prototype methods."
         ),
@@ -109,6 +110,14 @@ def evaluate_command(
     plot: Annotated[
         Path | None, typer.Option(help="Write accuracy vs shots with CI bands to this PNG.")
     ] = None,
+    inspect: Annotated[
+        bool,
+        typer.Option(
+            "--inspect",
+            help="Append the geometry of the embeddings per normalisation (hubness, anisotropy, "
+            "class separation; see `protoshot inspect`): the reason beside the accuracy.",
+        ),
+    ] = False,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Items per forward pass when embedding.")
     ] = 32,
@@ -126,14 +135,14 @@ def evaluate_command(
       protoshot evaluate banking77:train --test banking77:test --model minilm --protocol all-class --shots 0,1,5,10 --methods prototypes,named-prototypes,linear,auto
     """
     with user_errors():
-        report, grid = _evaluate(
+        report, grid, geometry = _evaluate(
             source, model=model, protocol=protocol, test=test, ways=ways, shots=shots,
             queries=queries, episodes=episodes, seed=seed, metrics=metrics,
             normalizations=normalizations, methods=methods, class_descriptions=class_descriptions,
             classes=classes, split=split,
             split_fractions=split_fractions, split_seed=split_seed, center_from=center_from,
             device=device, dtype=dtype, plot=plot, batch_size=batch_size,
-            cache=cache_arg(no_cache, cache_dir),
+            cache=cache_arg(no_cache, cache_dir), inspect=inspect,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -142,7 +151,14 @@ def evaluate_command(
         from rich.console import Console
 
         Console().print(grid.table(title=title))
+        if geometry is not None:
+            Console().print(geometry.table(title="geometry of the embeddings, per normalisation"))
         stderr().print("* best configuration; ± is the half-width of the 95% confidence interval")
+        if any(r.config.get("transductive") for r in grid):
+            stderr().print(
+                "rows below the line are transductive (each episode's queries refine its "
+                "classes): not comparable with the inductive rows or published numbers"
+            )
     if plot is not None:
         stderr().print(f"plot written to {plot}")
 
@@ -152,16 +168,16 @@ def _evaluate(
     queries: int, episodes: int, seed: int, metrics: str, normalizations: str, methods: str,
     class_descriptions: Path | None, classes: str | None, split: str | None, split_fractions: str, split_seed: int,
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
-    batch_size: int, cache: CacheArg,
-) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    batch_size: int, cache: CacheArg, inspect: bool,
+) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
     from protoshot import METRICS, NORMALIZATIONS
     from protoshot._validation import check_choice
     from protoshot.evaluation.reports import plot_grid, report_dict
     from protoshot.evaluation.tables import PROTOCOLS, evaluate_table
-    from protoshot.methods import METHODS
+    from protoshot.methods import ALL_METHODS
     from protoshot.pipeline import load_embeddings
 
-    method_list = split_list(methods, "method", METHODS)
+    method_list = split_list(methods, "method", ALL_METHODS)
     metric_list = split_list(metrics, "metric", METRICS)
     norm_list = split_list(normalizations, "normalization", NORMALIZATIONS)
     shot_list = split_ints(shots, "shots", smallest=0)
@@ -200,7 +216,13 @@ def _evaluate(
         "fingerprint": table.fingerprint,
         "seed": seed,
     }
-    return report_dict(grid, **context), grid
+    geometry = None
+    if inspect:
+        from protoshot.geometry import inspect_geometry
+
+        geometry = inspect_geometry(table.vectors, table.labels, normalizations=norm_list)
+        context["geometry"] = geometry.to_dict()
+    return report_dict(grid, **context), grid, geometry
 
 
 def _names(

@@ -171,6 +171,14 @@ def predict_command(
     text: TextOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
+    transductive: Annotated[
+        str | None,
+        typer.Option(
+            help="soft-kmeans or sinkhorn: classify the inputs together, letting the batch "
+            "refine the classes (answers depend on the whole batch; sinkhorn assumes the "
+            "classes in equal shares; no rejection threshold)."
+        ),
+    ] = None,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
@@ -186,7 +194,11 @@ def predict_command(
         from protoshot.data import read_inputs
 
         items, names = read_inputs(inputs or [], text or [], few.embedder.modality)
-        predictions = few.predict(items, top_k=top_k)
+        if transductive is None:
+            predictions = few.predict(items, top_k=top_k)
+        else:
+            predictions = few.predict_transductive(items, method=transductive, top_k=top_k)
+            stderr().print(f"transductive ({transductive}): each answer depends on the whole batch")
     rows = [{"input": name, **p.to_dict()} for name, p in zip(names, predictions, strict=True)]
     if output_format == "jsonl":
         typer.echo("\n".join(json.dumps(row, ensure_ascii=False) for row in rows))

@@ -3,6 +3,7 @@
 - :class:`PrototypeClassifier`: nearest prototype (``prior_weight > 0``: named prototypes).
 - :class:`LinearClassifier`: a softmax head started from the prototypes, fitted to the shots.
 - :class:`AutoClassifier`: whichever of these cross-validation on the shots favours.
+- :class:`MahalanobisClassifier`: class means under a shared, shrunk covariance.
 
 All take ``class_embeddings`` (label -> embedding of the class's name or description) in
 ``fit`` / ``partial_fit``, update exactly, and save to a model folder through
@@ -18,12 +19,14 @@ from protoshot import store
 from protoshot.estimators._base import ClassEmbeddings, FewShotEstimator
 from protoshot.estimators.auto import AutoClassifier
 from protoshot.estimators.linear import LinearClassifier
+from protoshot.estimators.mahalanobis import MahalanobisClassifier
 from protoshot.estimators.prototypes import PrototypeClassifier
 from protoshot.methods import METHODS
 from protoshot.methods.auto import PRIOR_WEIGHT
 
 ESTIMATORS: dict[str, type[FewShotEstimator]] = {
-    cls.method: cls for cls in (PrototypeClassifier, LinearClassifier, AutoClassifier)
+    cls.method: cls
+    for cls in (PrototypeClassifier, LinearClassifier, AutoClassifier, MahalanobisClassifier)
 }
 
 
@@ -34,7 +37,7 @@ def create_estimator(method: str = "auto", **params: Any) -> FewShotEstimator:
     chosen weight) on CL2N; ``linear`` ignores names (``prior_weight=0``), ``named-linear`` uses
     them. ``params`` go to the estimator.
     """
-    if method not in METHODS:
+    if method not in METHODS:  # transductive methods are not estimators
         raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
     if method == "named-prototypes":
         defaults: dict[str, Any] = {"normalization": "cl2n", "prior_weight": PRIOR_WEIGHT}
@@ -61,6 +64,7 @@ __all__ = [
     "ClassEmbeddings",
     "FewShotEstimator",
     "LinearClassifier",
+    "MahalanobisClassifier",
     "PrototypeClassifier",
     "create_estimator",
     "load_estimator",

@@ -26,6 +26,7 @@ from protoshot._device import best_device
 from protoshot._validation import check_choice
 from protoshot.labels import check_label_kinds, encode_labels
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
+from protoshot.maths.prototypes import class_sums_tensors
 
 #: ``class_embeddings`` arguments: each class label -> the embedding of its name or description.
 ClassEmbeddings = Mapping[Any, Any]
@@ -160,6 +161,31 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         if self._keeps_rows:
             return np.bincount(self.support_codes_, minlength=len(self.classes_))
         return np.asarray(self.counts_)
+
+    def class_sums(self, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class sums ``[C, D]`` and counts ``[C]`` of the normalised shots, a class known by
+        its name alone counting its normalised name as one shot (for transductive refinement)."""
+        check_is_fitted(self)
+        if self._keeps_rows:
+            x = self._normalized(torch.as_tensor(self.support_).to(dtype))
+            codes = torch.as_tensor(self.support_codes_)
+            sums, counts = class_sums_tensors(x[None], codes[None], len(self.classes_))
+            sums, counts = sums[0], counts[0]
+        else:
+            sums = torch.as_tensor(self.sums_, dtype=dtype)
+            counts = torch.as_tensor(self.counts_)
+        names, named = self._named_tensors(sums)
+        if names is not None and named is not None:
+            empty = named & (counts == 0)
+            sums = torch.where(empty.unsqueeze(-1), self._normalized(names), sums)
+            counts = torch.where(empty, torch.ones_like(counts), counts)
+        return sums, counts.to(dtype)
+
+    def normalized(self, X: Any) -> torch.Tensor:
+        """Embeddings ``X`` [n, n_features] checked and normalised as the shots were (float64)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return self._normalized(torch.tensor(X, dtype=torch.float64))
 
     # ----------------------------------------------------------------------------- inference
     def decision_function(self, X: Any) -> np.ndarray:

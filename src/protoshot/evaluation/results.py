@@ -93,8 +93,10 @@ class GridResult:
         return len(self.results)
 
     def best(self) -> EvalResult:
-        """The configuration with the highest mean accuracy."""
-        return max(self.results, key=lambda r: r.mean)
+        """The configuration with the highest mean accuracy, among the inductive ones when
+        there are any (transductive results are not comparable with them)."""
+        inductive = [r for r in self.results if not r.config.get("transductive")]
+        return max(inductive or self.results, key=lambda r: r.mean)
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": [r.to_dict() for r in self.results], "best": self.best().config}
@@ -130,7 +132,9 @@ class GridResult:
             table.add_column("vs prototypes", justify="right")
         table.add_column("episodes", justify="right")
         best = self.best()
-        for r in self.results:
+        for i, r in enumerate(self.results):
+            if r.config.get("transductive") and not self.results[i - 1].config.get("transductive"):
+                table.add_section()  # transductive rows stand apart, below
             mark = r is best
             setting = " ".join(
                 f"{_SHORT.get(k, k)}={r.config[k]}" for k in settings if k in r.config
@@ -138,7 +142,7 @@ class GridResult:
             acc = f"{100 * r.mean:.2f}" + (" *" if mark else "")
             delta = [] if not paired else ["" if r.paired is None else _delta(r.paired)]
             table.add_row(
-                *(escape(str(r.config.get(k, ""))) for k in columns),
+                *(escape(_cell(r.config, k)) for k in columns),
                 *([escape(setting)] if settings else []),
                 acc,
                 f"{100 * r.ci95:.2f}",
@@ -185,14 +189,19 @@ def paired_differences(grid: GridResult) -> GridResult:
     return GridResult(out)
 
 
+def _cell(config: dict[str, Any], key: str) -> str:
+    text = str(config.get(key, ""))
+    return f"{text} (transductive)" if key == "method" and config.get("transductive") else text
+
+
 def _delta(paired: dict[str, Any]) -> str:
     half = paired["ci95"]
     ci = "" if half is None or math.isnan(half) else f" ± {100 * half:.2f}"
     return f"{100 * paired['mean']:+.2f}{ci}"
 
 
-#: Config keys too long for a table cell; the JSON report has them.
-_JSON_ONLY = ("candidates",)
+#: Config keys too long for a table cell, or said otherwise; the JSON report has them.
+_JSON_ONLY = ("candidates", "transductive")
 
 _SHORT = {
     "n_way": "ways",

@@ -1,0 +1,94 @@
+"""``MahalanobisClassifier``: class means and one shared, shrunk covariance (LDA with shrinkage).
+
+The evaluator's ``mahalanobis`` method on one episode: the user's shots. Probabilities are
+``softmax(-d^2 / 2)``, the posterior of Gaussian classes sharing that covariance (equal priors).
+The shots are kept, so adding shots or classes and removing classes refit exactly; the
+covariance is estimated from all of them (OAS by default: it needs only the scatter and the
+count, so the refit is one ``D x D`` product and a Cholesky factorisation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from protoshot._validation import check_choice
+from protoshot.estimators._base import FewShotEstimator
+from protoshot.maths.covariance import (
+    SHRINKAGES,
+    shrinkage,
+    shrunk_covariance,
+    whiten,
+    whitener,
+    within_class_scatter,
+)
+from protoshot.maths.distances import episode_scores
+from protoshot.methods.support import rows_support
+
+
+class MahalanobisClassifier(FewShotEstimator):
+    """Nearest class mean under a shared covariance shrunk toward a scaled identity.
+
+    Parameters
+    ----------
+    normalization : {"none", "l2", "cl2n"}
+    shrinkage : {"oas", "ledoit-wolf"}
+    center, device
+        As in :class:`PrototypeClassifier`.
+
+    Attributes
+    ----------
+    covariance_ : float64 [n_features, n_features]
+        The shrunk within-class covariance (of normalised embeddings).
+    shrinkage_ : float
+        Its shrinkage toward ``mu I``.
+    """
+
+    method = "mahalanobis"
+    _params = ("normalization", "shrinkage")
+    _keeps_rows = True
+
+    def __init__(
+        self,
+        *,
+        normalization: str = "cl2n",
+        shrinkage: str = "oas",
+        center: np.ndarray | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.normalization = normalization
+        self.shrinkage = shrinkage
+        self.center = center
+        self.device = device
+
+    def _refit(self) -> None:
+        self._recenter()
+        self._check_every_class_scored(0.0)
+        dev, dtype = self._compute_device()
+        x = torch.as_tensor(self.support_, device=dev).to(dtype)
+        support = rows_support(
+            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
+            normalization=self.normalization, center=self._center_tensor(x),
+        )  # fmt: skip
+        rows, scatter, n = within_class_scatter(support.x, support.mask)
+        amount = shrinkage(rows, scatter, n, self.shrinkage)
+        cov = shrunk_covariance(scatter, amount)
+        self.covariance_ = cov[0].cpu().double().numpy()
+        self.shrinkage_ = float(amount[0])
+        self._factor = whitener(cov)
+        self._means = whiten(self._factor, support.prototypes())
+
+    def _restore(self, state: dict[str, object], arrays: dict[str, np.ndarray]) -> None:
+        self._refit()
+
+    def _scores(self, query: torch.Tensor) -> torch.Tensor:
+        factor = self._factor.to(query.device, query.dtype)
+        means = self._means.to(query.device, query.dtype)
+        return episode_scores(whiten(factor, query[None]), means, "sqeuclidean")[0]
+
+    def _temperature(self) -> float:
+        return 2.0
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_choice("shrinkage", self.shrinkage, SHRINKAGES)

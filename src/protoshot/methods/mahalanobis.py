@@ -1,0 +1,92 @@
+"""Mahalanobis: class means with one covariance shared by the classes, estimated from the
+episode's shots and shrunk (OAS or Ledoit-Wolf; the Simple-CNAPS family, Bateni et al. 2020).
+
+Queries are scored by ``-(q - p)^T C^-1 (q - p)``: the shots and queries are whitened by the
+Cholesky factor of ``C`` and compared by squared Euclidean distance. With one shot per class
+there is no within-class scatter and ``C`` is the identity (prototypes under squared Euclidean).
+Episodes are processed in slices so that the ``D x D`` covariances stay within a bounded memory.
+:class:`~protoshot.estimators.MahalanobisClassifier` is the same method as an estimator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from protoshot._validation import check_choice
+from protoshot.maths.covariance import (
+    SHRINKAGES,
+    shrinkage,
+    shrunk_covariance,
+    whiten,
+    whitener,
+    within_class_scatter,
+)
+from protoshot.maths.distances import episode_scores
+from protoshot.maths.normalize import NORMALIZATIONS
+from protoshot.methods.base import EpisodeBlock
+from protoshot.methods.support import SupportSet, block_support
+
+#: Bytes of covariances per slice of episodes.
+SLICE_BYTES = 64 * 2**20
+
+
+def mahalanobis_scores(support: SupportSet, queries: torch.Tensor, method: str) -> torch.Tensor:
+    """Scores ``[E, M, N]`` of normalised ``queries`` [E, M, D] against ``support``'s classes."""
+    rows, scatter, n = within_class_scatter(support.x, support.mask)
+    factor = whitener(shrunk_covariance(scatter, shrinkage(rows, scatter, n, method)))
+    protos = whiten(factor, support.prototypes())
+    return episode_scores(whiten(factor, queries), protos, "sqeuclidean")
+
+
+class Mahalanobis:
+    """Evaluate Mahalanobis scores under each shrinkage on blocks of episodes.
+
+    Parameters
+    ----------
+    shrinkages : names from :data:`protoshot.maths.covariance.SHRINKAGES`
+    normalization : {"none", "l2", "cl2n"}
+    """
+
+    name = "mahalanobis"
+    min_shots = 1
+
+    def __init__(self, shrinkages: Sequence[str] = ("oas",), normalization: str = "cl2n") -> None:
+        for method in shrinkages:
+            check_choice("shrinkage", method, SHRINKAGES)
+        check_choice("normalization", normalization, NORMALIZATIONS)
+        self.shrinkages = list(dict.fromkeys(shrinkages))
+        self.normalization = normalization
+
+    def variants(self) -> list[dict[str, Any]]:
+        return [{"normalization": self.normalization, "shrinkage": s} for s in self.shrinkages]
+
+    def scores(self, block: EpisodeBlock, shots: Sequence[int]) -> Iterator[torch.Tensor]:
+        queries = block.query_embeddings()
+        d = queries.shape[-1]
+        step = max(1, SLICE_BYTES // (3 * d * d * queries.element_size()))
+        for k in shots:
+            support = block_support(block, k, self.normalization)
+            q = support.normalize(queries)
+            for method in self.shrinkages:
+                yield torch.cat(
+                    [
+                        mahalanobis_scores(_slice(support, i, step), q[i : i + step], method)
+                        for i in range(0, support.n_episodes, step)
+                    ]
+                )
+
+
+def _slice(support: SupportSet, start: int, size: int) -> SupportSet:
+    """Episodes ``start .. start + size`` of ``support``."""
+    part = slice(start, start + size)
+    return SupportSet(
+        support.x[part],
+        support.mask[part],
+        None if support.names is None else support.names[part],
+        support.normalization,
+        None if support.center is None else support.center[part],
+        None if support.named is None else support.named[part],
+    )
