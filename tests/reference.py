@@ -125,3 +125,33 @@ def naive_head(
         options={"gtol": 1e-12, "ftol": 0, "maxiter": 5000},
     )
     return res.x[: n * d].reshape(n, d), res.x[n * d :]
+
+
+def naive_soft_kmeans(
+    support: np.ndarray, labels: np.ndarray, queries: np.ndarray, steps: int, beta: float
+) -> np.ndarray:
+    """Soft k-means refinement of one episode, a class at a time (Ren et al. 2018)."""
+    n = int(labels.max()) + 1
+    protos = np.stack([support[labels == c].mean(0) for c in range(n)])
+    for _ in range(steps):
+        d = ((queries[:, None] - protos[None]) ** 2).sum(-1)
+        z = np.exp(-beta * d - (-beta * d).max(1, keepdims=True))
+        z /= z.sum(1, keepdims=True)
+        protos = np.stack(
+            [
+                (support[labels == c].sum(0) + (z[:, c : c + 1] * queries).sum(0))
+                / ((labels == c).sum() + z[:, c].sum())
+                for c in range(n)
+            ]
+        )
+    return -((queries[:, None] - protos[None]) ** 2).sum(-1)
+
+
+def naive_sinkhorn(cost_scores: np.ndarray, iterations: int) -> np.ndarray:
+    """The balanced plan of one episode by alternating row and column scaling of ``exp``."""
+    m, n = cost_scores.shape
+    p = np.exp(cost_scores - cost_scores.max())
+    for _ in range(iterations):
+        p *= (m / n) / p.sum(0, keepdims=True)
+        p /= p.sum(1, keepdims=True)
+    return p

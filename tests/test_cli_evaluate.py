@@ -167,3 +167,26 @@ def test_methods_side_by_side_with_a_zero_shot_row(banking_table: Path) -> None:
     named = rows["named-prototypes", 1]
     assert named["paired"]["baseline"]["method"] == "prototypes" and named["paired"]["mean"] > 0
     jsonschema.validate(report, json_schema())
+
+
+def test_inspect_and_evaluate_with_the_geometry_beside(banking_table: Path, tmp_path: Path) -> None:
+    code, out, err = run("inspect", str(banking_table), "--json", "--plot", str(tmp_path / "g.png"))
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["n_classes"] == 12 and set(report["normalizations"]) == {"none", "l2", "cl2n"}
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, err = run(
+        "evaluate", str(banking_table), "--methods", "prototypes,mahalanobis,sinkhorn",
+        "--episodes", "30", "--queries", "5", "--normalizations", "cl2n", "--inspect",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "hubness" in out and "(transduct" in out
+    assert "rows below the line are transductive" in err
+    code, out, err = run(
+        "evaluate", str(banking_table), "--methods", "sinkhorn", "--episodes", "10",
+        "--queries", "5", "--inspect", "--json",
+    )  # fmt: skip
+    report = json.loads(out)
+    jsonschema.validate(report, json_schema())
+    assert report["results"][0]["config"]["transductive"] is True
+    assert "hubness" in report["geometry"]["normalizations"]["cl2n"]

@@ -242,3 +242,24 @@ def test_fit_methods_descriptions_and_a_class_from_its_description(
         "--class-descriptions", str(descriptions), *cache,
     )  # fmt: skip
     assert code == 1 and "descriptions name 1 classes that have no examples: no_such_intent" in err
+
+
+def test_transductive_prediction_of_a_batch(
+    text_model: Path, banking_csv, cache_dir: Path, tmp_path: Path
+) -> None:
+    _, heldout, _ = banking_csv
+    with open(heldout, newline="") as f:
+        texts = [row["text"] for row in csv.DictReader(f)]
+    batch = tmp_path / "batch.txt"
+    batch.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    cache = ("--cache-dir", str(cache_dir))
+    code, out, err = run(
+        "predict", str(text_model), str(batch), "--transductive", "soft-kmeans",
+        "--format", "jsonl", *cache,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "each answer depends on the whole batch" in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == len(texts) == 180 and not any(r["rejected"] for r in rows)
+    code, _, err = run("predict", str(text_model), "-t", "hi", "--transductive", "tim", *cache)
+    assert code == 1 and "unknown transductive method 'tim'" in err

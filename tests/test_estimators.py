@@ -11,7 +11,7 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from protoshot import AutoClassifier, LinearClassifier, PrototypeClassifier, load_estimator
-from protoshot.estimators import create_estimator
+from protoshot.estimators import MahalanobisClassifier, create_estimator
 from protoshot.methods import LinearHead
 from protoshot.methods.linear import HeadSettings
 from tests.conftest import make_blobs
@@ -23,6 +23,8 @@ from tests.conftest import make_blobs
         LinearClassifier(normalization="none", penalty=1e-2),
         AutoClassifier(),
         PrototypeClassifier(normalization="cl2n", prior_weight=2.0),
+        MahalanobisClassifier(),
+        MahalanobisClassifier(shrinkage="ledoit-wolf", normalization="none"),
     ]
 )
 def test_sklearn_conformance(estimator, check) -> None:
@@ -100,7 +102,7 @@ def test_names_lift_one_shot_accuracy(rng) -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["prototypes", "named-prototypes", "linear", "named-linear", "auto"]
+    "method", ["prototypes", "named-prototypes", "linear", "named-linear", "auto", "mahalanobis"]
 )
 def test_every_method_saves_and_loads_identically(method, blobs, rng, tmp_path: Path) -> None:
     x, y = blobs

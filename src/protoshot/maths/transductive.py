@@ -46,7 +46,7 @@ def soft_kmeans(
     return episode_scores(queries, protos, "sqeuclidean")
 
 
-def balance(log_p: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+def balance(log_p: torch.Tensor, iterations: int = 100) -> torch.Tensor:
     """Sinkhorn: the ``[E, M, N]`` plan proportional to ``exp(log_p)`` whose rows sum to 1 and
     columns to ``M / N`` (each query one unit, shared equally by the classes), in log space."""
     m, n = log_p.shape[1], log_p.shape[2]
