@@ -10,8 +10,11 @@ Three parts, each printed as a table (and written with ``--json``):
 
 ``report`` (the default): BANKING77 all-class (77 intents, K shots from ``train``, the whole
     ``test`` split, ``--seeds`` draws, MiniLM) and Omniglot 5-way episodes (EfficientNet-Lite0 on
-    ``images_evaluation``), every method on the same draws, 0/1/5/10 shots, each row with its
-    paired difference to plain prototypes. ``auto`` chooses per seed / episode from its own shots.
+    ``images_evaluation``), every inductive method on the same draws, 0/1/5/10 shots, each row
+    with its paired difference to plain prototypes. ``auto`` chooses per seed / episode from its
+    own shots. The transductive methods are reported apart: on BANKING77 with
+    ``--transductive-seeds`` draws (the whole, unbalanced test split is their batch) and on
+    Omniglot on the same episodes (balanced queries).
 
 ``--sklearn``: the named linear head against ``LogisticRegression(C=10)`` on L2-normalised
     embeddings with the name as one more example (the issue's reference), both fitted on the same
@@ -37,7 +40,7 @@ from rich.console import Console
 from protoshot.data import load_benchmark
 from protoshot.evaluation import evaluate_grid
 from protoshot.evaluation.protocols import all_class_kshot
-from protoshot.methods import METHODS, HeadSettings, LinearHead, Prototypes
+from protoshot.methods import METHODS, TRANSDUCTIVE, HeadSettings, LinearHead, Prototypes
 from protoshot.pipeline import class_name_embeddings, embed_samples, embedder_for
 
 ROOT = os.environ.get("PROTOSHOT_DATA_DIR", "../shared/data")
@@ -88,7 +91,7 @@ def select(seeds: int) -> dict[str, Any]:
     }
 
 
-def report(seeds: int, episodes: int) -> dict[str, Any]:
+def report(seeds: int, episodes: int, transductive_seeds: int) -> dict[str, Any]:
     train, test = table("banking77", "train", "minilm"), table("banking77", "test", "minilm")
     start = time.perf_counter()
     banking = all_class_kshot(
@@ -97,18 +100,30 @@ def report(seeds: int, episodes: int) -> dict[str, Any]:
     )  # fmt: skip
     banking_s = time.perf_counter() - start
     console.print(banking.table(title=f"BANKING77 all-class, {seeds} seeds, {banking_s:.0f} s"))
+    transductive = all_class_kshot(
+        train.vectors, train.labels, test.vectors, test.labels, shots=(1, 5, 10),
+        n_seeds=transductive_seeds, methods=["prototypes", *TRANSDUCTIVE],
+        normalizations=["cl2n"],
+    )  # fmt: skip
+    console.print(
+        transductive.table(
+            title=f"BANKING77 all-class, transductive, {transductive_seeds} seeds "
+            "(the whole test split is the batch)"
+        )
+    )
     images = table("omniglot", "evaluation", "efficientnet-lite0")
     start = time.perf_counter()
     omniglot = evaluate_grid(
         images.vectors, images.labels, n_way=5, shots=(1, 5), n_episodes=episodes,
-        methods=["prototypes", "linear", "auto"], metrics=["sqeuclidean"],
-        normalizations=["cl2n"],
+        methods=["prototypes", "linear", "auto", "mahalanobis", *TRANSDUCTIVE],
+        metrics=["sqeuclidean"], normalizations=["cl2n"],
     )  # fmt: skip
     omniglot_s = time.perf_counter() - start
     console.print(omniglot.table(title=f"Omniglot 5-way, {episodes} episodes, {omniglot_s:.0f} s"))
     return {
         "banking77_all_class": banking.to_dict(),
         "banking77_seconds": banking_s,
+        "banking77_all_class_transductive": transductive.to_dict(),
         "omniglot_5way": omniglot.to_dict(),
         "omniglot_seconds": omniglot_s,
     }
@@ -176,6 +191,7 @@ def main() -> None:
     parser.add_argument("--sklearn", action="store_true", help="compare with scikit-learn")
     parser.add_argument("--seeds", type=int, default=600, help="BANKING77 all-class seeds")
     parser.add_argument("--select-seeds", type=int, default=200)
+    parser.add_argument("--transductive-seeds", type=int, default=20)
     parser.add_argument("--sklearn-seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=2000, help="Omniglot episodes")
     parser.add_argument("--json", help="write the results here")
@@ -186,7 +202,7 @@ def main() -> None:
     elif args.sklearn:
         out |= against_sklearn(args.sklearn_seeds)
     else:
-        out |= report(args.seeds, args.episodes)
+        out |= report(args.seeds, args.episodes, args.transductive_seeds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

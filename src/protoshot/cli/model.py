@@ -62,7 +62,8 @@ def fit_command(
         str,
         typer.Option(
             help="auto (cross-validation on your shots picks prototypes or a fitted head, with "
-            "class names as a prior for text), prototypes, named-prototypes, linear, named-linear."
+            "class names as a prior for text), prototypes, named-prototypes, linear, named-linear, "
+            "mahalanobis (a shared covariance, shrunk)."
         ),
     ] = "auto",
     class_descriptions: Annotated[
