@@ -64,3 +64,21 @@ def test_report_outputs_and_bad_input(blobs, tmp_path: Path) -> None:
         inspect_geometry(x, y[:-1])
     with pytest.raises(ValueError, match=r"\.png path"):
         report.plot(tmp_path / "g.jpg")
+
+
+def test_confusable_pairs_with_two_classes_and_identical_means(rng) -> None:
+    x = rng.normal(size=(40, 3))
+    y = np.repeat(["a", "b"], 20)
+    m = inspect_geometry(x, y, normalizations=["none"], k=3).measures["none"]
+    assert m["confusable_pairs"] == [["a", "b"]]
+    same = np.concatenate([x[:20], x[:20]])  # two classes with the same mean
+    z = np.concatenate([same, x[:20] + 50.0])
+    labels = np.repeat(["a", "b", "c"], 20)
+    pairs = inspect_geometry(z, labels, normalizations=["none"], k=3).measures["none"]
+    assert pairs["confusable_pairs"][0] == ["a", "b"]
+
+
+def test_the_sample_must_exceed_k(blobs) -> None:
+    x, y = blobs
+    with pytest.raises(ValueError, match="more than k=10 embeddings"):
+        inspect_geometry(x, y, max_samples=10)

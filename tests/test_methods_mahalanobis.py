@@ -30,7 +30,8 @@ def test_shrunk_covariance_matches_scikit_learn(method, reference, rng) -> None:
         keep = rows[e][mask[e].reshape(-1) > 0].numpy()
         ref = reference(assume_centered=True).fit(keep)
         assert abs(float(amount[e]) - ref.shrinkage_) < 1e-12
-        np.testing.assert_allclose(cov[e].numpy(), ref.covariance_, atol=1e-12)
+        mu = np.trace(keep.T @ keep / len(keep)) / keep.shape[1]  # scaled to unit mean variance
+        np.testing.assert_allclose(cov[e].numpy() * mu, ref.covariance_, atol=1e-12)
 
 
 def test_evaluator_and_estimator_agree_with_a_plain_inverse(blobs) -> None:
@@ -53,7 +54,7 @@ def test_evaluator_and_estimator_agree_with_a_plain_inverse(blobs) -> None:
         np.testing.assert_array_equal(model.predict(q), d.argmin(1))
         target = np.repeat(np.arange(4), 3)
         assert grid.results[0].per_episode[e] == (d.argmin(1) == target).mean()
-        np.testing.assert_allclose(model.covariance_, cov, atol=1e-12)
+        np.testing.assert_allclose(model.covariance_, cov / (np.trace(cov) / len(cov)), atol=1e-10)
 
 
 def test_one_shot_mahalanobis_is_euclidean_prototypes(blobs) -> None:
@@ -123,3 +124,46 @@ def test_sinkhorn_refinement_keeps_a_balanced_plan(rng) -> None:
     plan = sinkhorn(unit(rng.normal(size=(2, 3, 4))), ones, unit(rng.normal(size=(2, 6, 4))))
     np.testing.assert_allclose(plan.exp().sum(2).numpy(), 1.0, atol=1e-9)  # one unit a query
     np.testing.assert_allclose(plan.exp().sum(1).numpy(), 2.0, atol=1e-2)  # 6 queries / 3 classes
+
+
+def test_probabilities_keep_their_scale_as_shots_arrive(rng) -> None:
+    """The covariance is scaled to unit mean variance: a second shot per class does not turn
+    every probability into 1 (it did when the scale jumped from the identity to the scatter)."""
+    means = rng.normal(size=(5, 64))
+    y = np.repeat(np.arange(5), 3)
+    x = means[y] + 0.8 * rng.normal(size=(15, 64))
+    noise = rng.normal(size=(50, 64)) * 3
+    one = MahalanobisClassifier().fit(x[::3], y[::3]).predict_proba(noise).max(1).mean()
+    two = MahalanobisClassifier().fit(x[y < 9][np.arange(15) % 3 < 2], y[np.arange(15) % 3 < 2])
+    assert two.predict_proba(noise).max(1).mean() < 0.99
+    assert 0.2 < one < 0.99
+
+
+def test_an_isotropic_scatter_never_breaks_the_factorisation() -> None:
+    """Rounding can make OAS's denominator <= 0; the shrinkage stays in [0, 1] and the
+    covariance positive definite."""
+    x = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    x[0, 0] = torch.eye(4)  # centred shots along the axes: S is a multiple of I
+    x[0, 1] = -torch.eye(4)
+    mask = torch.ones(1, 2, 4, dtype=torch.float64)
+    rows, scatter, n = within_class_scatter(x, mask)
+    for method in ("oas", "ledoit-wolf"):
+        a = shrinkage(rows, scatter, n, method)
+        assert 0.0 <= float(a[0]) <= 1.0
+        assert bool(torch.linalg.eigvalsh(shrunk_covariance(scatter, a)).min() > 0)
+
+
+def test_sinkhorn_refuses_a_batch_smaller_than_the_classes(blobs) -> None:
+    x, y = blobs
+    support = np.concatenate([np.flatnonzero(y == c)[:2] for c in range(4)])
+    with pytest.raises(ValueError, match="2 inputs cannot cover 4 classes"):
+        predict_transductive(x[support], y[support], x[:2], method="sinkhorn")
+    labels, _ = predict_transductive(x[support], y[support], x[:1], method="soft-kmeans")
+    assert labels.shape == (1,)
+
+
+def test_transductive_rows_come_last_whatever_the_order_asked(blobs) -> None:
+    x, y = blobs
+    episodes = EpisodeSampler(y, n_way=4, n_shot=2, n_query=3, n_episodes=5).sample()
+    grid = evaluate_episodes(x, episodes, methods=["soft-kmeans", "prototypes", "mahalanobis"])
+    assert [r.config["method"] for r in grid] == ["prototypes", "mahalanobis", "soft-kmeans"]

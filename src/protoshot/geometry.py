@@ -141,14 +141,18 @@ def inspect_geometry(
     classes, codes = encode_labels(labels)
     if len(codes) != len(x):
         raise ValueError(f"embeddings have {len(x)} rows but labels have {len(codes)}")
-    if len(classes) < 2 or len(x) <= k:
-        raise ValueError(f"need at least 2 classes and more than k={k} embeddings")
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(len(x), min(max_samples, len(x)), replace=False))
+    if len(classes) < 2 or min(max_samples, len(x)) <= k:
+        raise ValueError(
+            f"need at least 2 classes and more than k={k} embeddings (max_samples included)"
+        )
+    sample = np.sort(
+        np.random.default_rng(seed).choice(len(x), min(max_samples, len(x)), replace=False)
+    )
     shown = np.isin(codes[sample], np.arange(min(10, len(classes))))
     measures, projections = {}, {}
     for norm in dict.fromkeys(normalizations):
         z = normalize_tensor(x, norm, x.mean(0))
+        rng = np.random.default_rng([seed, 1])  # the same pairs for every normalisation
         measures[norm] = _measures(z, torch.from_numpy(codes), classes, sample, k, n_pairs, rng)
         projections[norm] = _pca(z[sample][shown])
     return GeometryReport(measures, len(x), len(classes), k, projections, codes[sample][shown])
@@ -175,14 +179,14 @@ def _measures(
     i, j = rng.integers(0, len(s), (2, 4000))
     keep = torch.from_numpy(i != j)
     cosine = (unit[torch.from_numpy(i)] * unit[torch.from_numpy(j)]).sum(1)[keep].mean()
-    mean_dist.fill_diagonal_(float("inf"))
-    order = torch.argsort(mean_dist.triu(1).where(mean_dist.triu(1) > 0, torch.inf).flatten())
-    pairs = [divmod(int(p), n_classes) for p in order[:n_pairs]]
+    first, second = torch.triu_indices(n_classes, n_classes, 1)
+    closest = torch.argsort(mean_dist[first, second], stable=True)[:n_pairs]
+    pairs = [(int(first[p]), int(second[p])) for p in closest]
     return {
         "hubness": _hubness(s, k),
         "mean_cosine": float(cosine),
         "effective_rank": _effective_rank(s),
-        "within_between": float(within / between),
+        "within_between": float(within / between) if between > 0 else float("inf"),
         "prototype_norm_spread": float(norms.std() / norms.mean().clamp_min(1e-12)),
         "confusable_pairs": [[classes[a].item(), classes[b].item()] for a, b in pairs],
     }
@@ -209,6 +213,11 @@ def _effective_rank(s: torch.Tensor) -> float:
 
 
 def _pca(s: torch.Tensor) -> np.ndarray:
-    centred = s - s.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return (centred @ v[:2].T).numpy()
+    """The first two principal coordinates of the rows (zeros where there are fewer)."""
+    out = np.zeros((len(s), 2))
+    if len(s) > 1:
+        centred = s - s.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        part = (centred @ v[:2].T).numpy()
+        out[:, : part.shape[1]] = part
+    return out

@@ -32,6 +32,11 @@ def refine(
     """Probabilities ``[M, N]`` of normalised ``queries`` [M, D] given the normalised shots'
     class ``sums`` [N, D] and ``counts`` [N], refined by ``method``."""
     check_choice("transductive method", method, TRANSDUCTIVE)
+    if method == "sinkhorn" and len(queries) < len(sums):
+        raise ValueError(
+            f"sinkhorn shares the batch equally among the classes: {len(queries)} inputs cannot "
+            f"cover {len(sums)} classes (use soft-kmeans, or a larger batch)"
+        )
     scores = REFINE[method](sums[None], counts[None], queries[None])[0]
     proba = scores.exp() if method == "sinkhorn" else torch.softmax(SOFT_BETA * scores, -1)
     return proba.cpu().numpy()

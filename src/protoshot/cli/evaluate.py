@@ -217,10 +217,21 @@ def _evaluate(
         "seed": seed,
     }
     geometry = None
-    if inspect:
+    if inspect:  # the embeddings that were evaluated: the test split, or the chosen classes
+        from protoshot.evaluation.tables import evaluated_rows
         from protoshot.geometry import inspect_geometry
 
-        geometry = inspect_geometry(table.vectors, table.labels, normalizations=norm_list)
+        shown, rows = table, None
+        if test_table is not None:
+            shown = test_table
+        else:
+            rows = evaluated_rows(
+                table, classes=_class_names(classes), split=split,
+                split_fractions=fractions or (0.6, 0.2, 0.2), split_seed=split_seed,
+            )  # fmt: skip
+        vectors = shown.vectors if rows is None else shown.vectors[rows]
+        labels = shown.labels if rows is None else shown.labels[rows]
+        geometry = inspect_geometry(vectors, labels, normalizations=norm_list)
         context["geometry"] = geometry.to_dict()
     return report_dict(grid, **context), grid, geometry
 

@@ -1,7 +1,8 @@
 """``MahalanobisClassifier``: class means and one shared, shrunk covariance (LDA with shrinkage).
 
-The evaluator's ``mahalanobis`` method on one episode: the user's shots. Probabilities are
-``softmax(-d^2 / 2)``, the posterior of Gaussian classes sharing that covariance (equal priors).
+The evaluator's ``mahalanobis`` method on one episode: the user's shots. The covariance is
+scaled to unit mean variance, so distances keep the scale of squared Euclidean ones and
+probabilities use the same temperature as prototypes (squared Euclidean) do.
 The shots are kept, so adding shots or classes and removing classes refit exactly; the
 covariance is estimated from all of them (OAS by default: it needs only the scatter and the
 count, so the refit is one ``D x D`` product and a Cholesky factorisation).
@@ -22,7 +23,11 @@ from protoshot.maths.covariance import (
     whitener,
     within_class_scatter,
 )
-from protoshot.maths.distances import episode_scores
+from protoshot.maths.distances import (
+    DEFAULT_TEMPERATURE,
+    UNIT_SPHERE_TEMPERATURE,
+    episode_scores,
+)
 from protoshot.methods.support import rows_support
 
 
@@ -39,7 +44,8 @@ class MahalanobisClassifier(FewShotEstimator):
     Attributes
     ----------
     covariance_ : float64 [n_features, n_features]
-        The shrunk within-class covariance (of normalised embeddings).
+        The shrunk within-class covariance (of normalised embeddings), scaled to unit mean
+        variance.
     shrinkage_ : float
         Its shrinkage toward ``mu I``.
     """
@@ -87,7 +93,8 @@ class MahalanobisClassifier(FewShotEstimator):
         return episode_scores(whiten(factor, query[None]), means, "sqeuclidean")[0]
 
     def _temperature(self) -> float:
-        return 2.0
+        table = DEFAULT_TEMPERATURE if self.normalization == "none" else UNIT_SPHERE_TEMPERATURE
+        return table["sqeuclidean"]
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -27,7 +27,7 @@ from protoshot.evaluation.results import (
 )
 from protoshot.kernels import RowReader
 from protoshot.maths.normalize import NORMALIZATIONS
-from protoshot.methods import Method, create_method
+from protoshot.methods import TRANSDUCTIVE, Method, create_method
 
 
 def evaluate_episodes(
@@ -90,6 +90,8 @@ def evaluate_episodes(
     named = class_embeddings is not None
     grid = {"normalizations": normalizations or ("none",), "metrics": metrics or ("sqeuclidean",)}
     chosen = [create_method(m, named=named, **grid) if isinstance(m, str) else m for m in methods]
+    # transductive methods last: their rows stand apart, below the inductive ones
+    chosen.sort(key=lambda m: m.name in TRANSDUCTIVE)
     check_choice("ci method", ci, CI_METHODS)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")

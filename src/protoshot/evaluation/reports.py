@@ -38,15 +38,16 @@ def plot_grid(grid: GridResult, path: str | os.PathLike[str], *, title: str | No
         raise ValueError(f"cannot write the plot: folder {out.parent} does not exist")
     if out.suffix.lower() != ".png":
         raise ValueError(f"the plot is written as PNG; give a .png path, got {out.name}")
-    lines: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    lines: dict[str, list[tuple[float, float, float]]] = {}
     for r in grid:
-        key = (str(r.config["normalization"]), str(r.config["metric"]))
-        lines.setdefault(key, []).append((float(r.config["n_shot"]), 100 * r.mean, 100 * r.ci95))
+        lines.setdefault(_line_name(r.config), []).append(
+            (float(r.config["n_shot"]), 100 * r.mean, 100 * r.ci95)
+        )
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for (norm, metric), points in sorted(lines.items()):
+    for name, points in lines.items():
         points.sort()
         shots, mean, half = (list(v) for v in zip(*points, strict=True))
-        ax.plot(shots, mean, marker="o", label=f"{metric} / {norm}")
+        ax.plot(shots, mean, marker="o", label=name)
         lo = [m - h for m, h in zip(mean, half, strict=True)]
         hi = [m + h for m, h in zip(mean, half, strict=True)]
         ax.fill_between(shots, lo, hi, alpha=0.2)
@@ -54,10 +55,21 @@ def plot_grid(grid: GridResult, path: str | os.PathLike[str], *, title: str | No
     ax.set_ylabel("accuracy (%)")
     ax.set_xticks(sorted({s for pts in lines.values() for s, _, _ in pts}))
     ax.grid(alpha=0.3)
-    ax.legend(title="metric / normalisation", fontsize="small")
+    ax.legend(title="method: metric / normalisation", fontsize="small")
     first = grid.results[0].config
     ax.set_title(title or f"{first['n_way']}-way, {grid.results[0].n_episodes} episodes, 95% CI")
     fig.tight_layout()
     fig.savefig(out, format="png")
     plt.close(fig)
     return out
+
+
+def _line_name(config: dict[str, Any]) -> str:
+    """``method: metric / normalisation`` (the parts a configuration has), one line per name."""
+    setting = " / ".join(str(config[k]) for k in ("metric", "normalization") if k in config)
+    extra = " ".join(
+        f"{k}={config[k]}" for k in ("prior_weight", "penalty", "shrinkage") if k in config
+    )
+    method = str(config.get("method", "prototypes"))
+    transductive = " (transductive)" if config.get("transductive") else ""
+    return f"{method}{transductive}: {setting}" + (f" {extra}" if extra else "")

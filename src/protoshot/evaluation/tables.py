@@ -97,6 +97,20 @@ def evaluate_table(
     )  # fmt: skip
 
 
+def evaluated_rows(
+    table: EmbeddingTable,
+    *,
+    classes: Sequence[Any] | None = None,
+    split: str | None = None,
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    split_seed: int = 0,
+) -> np.ndarray:
+    """bool [n]: the rows of ``table`` whose classes :func:`evaluate_table` evaluates."""
+    subset, _ = _classes(table, classes, split, split_fractions, split_seed)
+    labels = np.asarray(table.labels)
+    return np.ones(len(labels), bool) if subset is None else np.isin(labels, subset)
+
+
 def _classes(
     table: EmbeddingTable,
     classes: Sequence[Any] | None,

@@ -46,35 +46,42 @@ def shrinkage(
         alpha = frob / d**2
         num = alpha + mu.square()
         den = (n + 1) * (alpha - mu.square() / d)
-        return torch.where(den == 0, torch.ones_like(den), (num / den).clamp(max=1.0))
+        # rounding can make den <= 0 for a (numerically) isotropic scatter: shrink fully
+        return torch.where(den <= 0, torch.ones_like(den), (num / den).clamp(0.0, 1.0))
     if method == "ledoit-wolf":
         beta_ = rows.square().sum(-1).square().sum(-1)  # sum_k |x_k|^4
         n_ = n.clamp_min(1.0)
         beta = (beta_ / n_ - frob) / (d * n_)
         delta = (frob - d * mu.square()) / d
         beta = torch.minimum(beta, delta)
-        return torch.where(beta == 0, torch.zeros_like(beta), beta / delta)
+        return torch.where(beta == 0, torch.zeros_like(beta), (beta / delta).clamp(0.0, 1.0))
     raise ValueError(f"unknown shrinkage {method!r}; expected one of: {', '.join(SHRINKAGES)}")
 
 
 def shrunk_covariance(scatter: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``(1 - a) S + a mu I``; the identity where ``S`` is zero (one shot per class)."""
+    """``((1 - a) S + a mu I) / mu``: the shrunk covariance scaled to unit mean variance, so that
+    a Mahalanobis distance stays on the scale of a Euclidean one whatever the shot count; the
+    identity where ``S`` is zero (one shot per class)."""
     d = scatter.shape[-1]
     mu = torch.diagonal(scatter, dim1=1, dim2=2).sum(-1) / d
     eye = torch.eye(d, dtype=scatter.dtype, device=scatter.device)
-    cov = (1 - a).view(-1, 1, 1) * scatter + (a * mu).view(-1, 1, 1) * eye
+    scale = mu.clamp_min(torch.finfo(scatter.dtype).tiny).view(-1, 1, 1)
+    cov = (1 - a).view(-1, 1, 1) * scatter / scale + a.view(-1, 1, 1) * eye
     return torch.where((mu > 0).view(-1, 1, 1), cov, eye.expand_as(cov))
 
 
 def whitener(cov: torch.Tensor) -> torch.Tensor:
-    """The lower Cholesky factor ``L`` of ``cov`` [E, D, D] (``cov = L L^T``), with a jitter of
-    ``1e-6 mu`` on the diagonal where rounding leaves it not quite positive definite."""
+    """The lower Cholesky factor ``L`` of ``cov`` [E, D, D] (``cov = L L^T``). An episode whose
+    covariance rounding leaves not quite positive definite gets a jitter of ``1e-6 mu`` on the
+    diagonal, and the identity if even that fails (plain Euclidean distances)."""
     d = cov.shape[-1]
-    mu = torch.diagonal(cov, dim1=1, dim2=2).sum(-1) / d
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
     factor, info = torch.linalg.cholesky_ex(cov)
-    if bool((info > 0).any()):
-        factor = torch.linalg.cholesky(cov + (1e-6 * mu).view(-1, 1, 1) * eye)
+    bad = info > 0
+    if bool(bad.any()):
+        mu = torch.diagonal(cov[bad], dim1=1, dim2=2).mean(-1).abs().clamp_min(1e-12)
+        retry, again = torch.linalg.cholesky_ex(cov[bad] + (1e-6 * mu).view(-1, 1, 1) * eye)
+        factor[bad] = torch.where((again > 0).view(-1, 1, 1), eye, retry)
     return factor
 
 

@@ -66,7 +66,7 @@ class Mahalanobis:
     def scores(self, block: EpisodeBlock, shots: Sequence[int]) -> Iterator[torch.Tensor]:
         queries = block.query_embeddings()
         d = queries.shape[-1]
-        step = max(1, SLICE_BYTES // (3 * d * d * queries.element_size()))
+        step = max(1, SLICE_BYTES // (3 * d * d * 4))  # computed in float32 or wider
         for k in shots:
             support = block_support(block, k, self.normalization)
             q = support.normalize(queries)
