@@ -263,3 +263,41 @@ def test_transductive_prediction_of_a_batch(
     assert len(rows) == len(texts) == 180 and not any(r["rejected"] for r in rows)
     code, _, err = run("predict", str(text_model), "-t", "hi", "--transductive", "tim", *cache)
     assert code == 1 and "unknown transductive method 'tim'" in err
+
+
+def test_predict_reads_a_table_and_passes_its_other_columns_through(
+    text_model: Path, banking_csv, cache_dir: Path
+) -> None:
+    _, heldout, _ = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    code, out, err = run("predict", str(text_model), str(heldout), "--format", "csv", *cache)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    with open(heldout, newline="") as f:
+        truth = list(csv.DictReader(f))
+    assert len(rows) == len(truth)  # the header is not a query
+    assert [r["input"] for r in rows] == [t["text"] for t in truth]  # no label in the input
+    assert [r["input_category"] for r in rows] == [t["category"] for t in truth]
+
+
+def test_brackets_in_texts_and_labels_are_shown_as_typed(text_model: Path, cache_dir: Path) -> None:
+    cache = ("--cache-dir", str(cache_dir))
+    code, _, err = run("add", str(text_model), "[greet]", "-t", "hello there", *cache)
+    assert code == 0 and "'[greet]'" in err, err
+    code, out, err = run(
+        "predict", str(text_model), "-t", "see [link] for details", "-t", "foo [/] bar",
+        "-t", "hello there", *cache,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "see [link] for details" in out and "foo [/] bar" in out and "[greet]" in out
+
+
+def test_a_typo_in_add_is_pointed_out_and_h_is_help(
+    text_model: Path, banking_csv, cache_dir: Path
+) -> None:
+    _, _, intents = banking_csv
+    typo = intents[0][:-1] + "x"  # one letter off an existing class
+    code, _, err = run("add", str(text_model), typo, "-t", "hello", "--cache-dir", str(cache_dir))
+    assert code == 0 and f"did you mean the existing class '{intents[0]}'" in err, err
+    code, out, _ = run("predict", "-h")
+    assert code == 0 and "--transductive" in out

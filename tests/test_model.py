@@ -175,3 +175,15 @@ def test_descriptions_names_and_zero_shot_classes(banking, minilm, cache_dir: Pa
         described.add_descriptions({"digits": "12345"})
     with pytest.warns(UserWarning, match="2 classes have no name to embed"):
         FewShotModel(minilm, cache=cache_dir).fit(["a b", "c d"], [3, 7])
+
+
+def test_python_api_traps(banking, minilm, cache_dir: Path) -> None:
+    texts, labels = banking
+    model = FewShotModel(minilm, cache=cache_dir).fit(texts[:40], labels[:40])
+    with pytest.raises(TypeError, match="give a list of items"):
+        model.predict("I lost my card")
+    model.add_examples(["where is my parcel", "parcel not here"], "parcel")
+    assert model.class_counts()["parcel"] == 2
+    from protoshot import FewShotModel as exported
+
+    assert exported is FewShotModel

@@ -36,6 +36,7 @@ _EXPORTS = {
     "AutoClassifier": "protoshot.estimators",
     "load_estimator": "protoshot.estimators",
     "METHODS": "protoshot.methods",
+    "FewShotModel": "protoshot.model",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
         scores,
     )
     from protoshot.methods import METHODS
+    from protoshot.model import FewShotModel
 
 
 def __getattr__(name: str) -> Any:

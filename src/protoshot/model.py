@@ -98,6 +98,8 @@ class FewShotModel:
         """Embed items through the cache: float32 [n, dim]."""
         from protoshot.embedders import embed
 
+        if isinstance(items, (str, bytes)):
+            raise TypeError(f"give a list of items; one text is [{items!r:.40}]")
         if len(items) == 0:
             raise ValueError("no items given: at least one is needed")
         return embed(
@@ -124,17 +126,17 @@ class FewShotModel:
         self.classifier.fit(self.embed(items), y, names)
         return self
 
-    def add_examples(
-        self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray
-    ) -> FewShotModel:
-        """Add shots to existing classes or create new classes: an exact update."""
+    def add_examples(self, items: Sequence[Any], labels: Any) -> FewShotModel:
+        """Add shots to existing classes or create new classes: an exact update.
+
+        ``labels``: one per item, or one label for them all (``add_examples(texts, "refund")``).
+        """
         return self.add_embeddings(self.embed(items), labels)
 
-    def add_embeddings(
-        self, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray
-    ) -> FewShotModel:
+    def add_embeddings(self, vectors: np.ndarray, labels: Any) -> FewShotModel:
         """:meth:`add_examples` for items already embedded by this model's embedder."""
-        y = _labels(self.as_class_values(labels), len(vectors))
+        y = _labels(labels, len(vectors))
+        y = np.asarray(self.as_class_values(list(y))) if self.classes else y
         known = set(self.classes)
         new = [c for c in np.unique(y).tolist() if c not in known]
         names = self._name_embeddings(new, {}, warn=False) if self.classes else None
@@ -338,7 +340,10 @@ def remove_saved_classes(directory: str | os.PathLike[str], labels: Sequence[Any
     return list(classifier.classes_.tolist())
 
 
-def _labels(labels: Sequence[Any] | np.ndarray, n: int) -> np.ndarray:
+def _labels(labels: Any, n: int) -> np.ndarray:
+    """Labels of ``n`` items; one label (a text or a number) is every item's."""
+    if isinstance(labels, (str, bytes)) or np.isscalar(labels):
+        labels = [labels] * n
     y = as_label_array(labels)
     if len(y) != n:
         raise ValueError(f"got {n} items but {len(y)} labels")

@@ -70,7 +70,9 @@ def user_errors() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = lambda message, *_: err.print(f"[yellow]warning:[/] {message}")
+            warnings.showwarning = lambda message, *_: err.print(
+                f"[yellow]warning:[/] {plain(message)}"
+            )
             yield
     except KeyboardInterrupt:
         err.print("interrupted: what was embedded so far is kept in the cache")
@@ -79,7 +81,7 @@ def user_errors() -> Iterator[None]:
         if os.environ.get("PROTOSHOT_DEBUG"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        err.print(f"[red]error:[/] {message}")
+        err.print(f"[red]error:[/] {plain(message)}")
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -97,6 +99,14 @@ def split_list(text: str, name: str, allowed: Sequence[str] | None = None) -> li
         if allowed is not None and item not in allowed:
             raise ValueError(f"unknown {name} {item!r}; expected one of: {', '.join(allowed)}")
     return items
+
+
+def plain(value: object) -> str:
+    """User text (inputs, labels, paths, messages quoting them) safe to print with rich: its
+    square brackets are shown, never read as markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def split_ints(text: str, name: str, *, smallest: int = 1) -> list[int]:

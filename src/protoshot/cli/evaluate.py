@@ -16,6 +16,7 @@ from protoshot.cli._common import (
     ModelOption,
     NoCacheOption,
     cache_arg,
+    plain,
     split_ints,
     split_list,
     stderr,
@@ -147,7 +148,7 @@ def evaluate_command(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        title = f"{source} · {report['model'] or 'embeddings'} · {report['protocol']}"
+        title = plain(f"{source} · {report['model'] or 'embeddings'} · {report['protocol']}")
         from rich.console import Console
 
         Console().print(grid.table(title=title))
@@ -160,7 +161,7 @@ def evaluate_command(
                 "classes): not comparable with the inductive rows or published numbers"
             )
     if plot is not None:
-        stderr().print(f"plot written to {plot}")
+        stderr().print(f"plot written to {plain(plot)}")
 
 
 def _evaluate(

@@ -16,6 +16,7 @@ from protoshot.cli._common import (
     ModelOption,
     NoCacheOption,
     cache_arg,
+    plain,
     split_list,
     stderr,
     user_errors,
@@ -77,6 +78,6 @@ def inspect_command(
     else:
         from rich.console import Console
 
-        Console().print(report.table(title=f"{source} · {table.model or 'embeddings'}"))
+        Console().print(report.table(title=plain(f"{source} · {table.model or 'embeddings'}")))
     if plot is not None:
-        stderr().print(f"plot written to {plot}")
+        stderr().print(f"plot written to {plain(plot)}")

@@ -21,6 +21,7 @@ from protoshot.cli._common import (
     SourceArgument,
     TextColumnOption,
     cache_arg,
+    plain,
     stderr,
     user_errors,
 )
@@ -31,8 +32,9 @@ ModelDir = Annotated[Path, typer.Argument(help="Model folder written by `protosh
 Inputs = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Image files or folders (image models); text files with one text per line, or - "
-        "for stdin (text models)."
+        help="Image files or folders (image models); for text models, tables (CSV, TSV, "
+        "JSONL, Parquet: the text column is classified, other columns such as an id or a true "
+        "label are passed through), text files with one text per line, or - for stdin."
     ),
 ]
 TextOption = Annotated[
@@ -139,7 +141,8 @@ def fit_command(
     counts = few.class_counts().values()
     stderr().print(
         f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
-        f"method {few.method}{_selection(few)}, {time.perf_counter() - start:.1f} s -> {output}"
+        f"method {few.method}{_selection(few)}, {time.perf_counter() - start:.1f} s -> "
+        f"{plain(output)}"
     )
 
 
@@ -170,6 +173,7 @@ def predict_command(
     model_dir: ModelDir,
     inputs: Inputs = None,
     text: TextOption = None,
+    text_column: TextColumnOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
     transductive: Annotated[
@@ -194,13 +198,18 @@ def predict_command(
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         from protoshot.data import read_inputs
 
-        items, names = read_inputs(inputs or [], text or [], few.embedder.modality)
+        items, names, columns = read_inputs(
+            inputs or [], text or [], few.embedder.modality, text_column=text_column
+        )
         if transductive is None:
             predictions = few.predict(items, top_k=top_k)
         else:
             predictions = few.predict_transductive(items, method=transductive, top_k=top_k)
             stderr().print(f"transductive ({transductive}): each answer depends on the whole batch")
-    rows = [{"input": name, **p.to_dict()} for name, p in zip(names, predictions, strict=True)]
+    rows = [
+        {"input": name, **({"columns": extra} if extra else {}), **p.to_dict()}
+        for name, extra, p in zip(names, columns, predictions, strict=True)
+    ]
     if output_format == "jsonl":
         typer.echo("\n".join(json.dumps(row, ensure_ascii=False) for row in rows))
     elif output_format == "csv":
@@ -214,6 +223,7 @@ def add_command(
     label: Annotated[str, typer.Argument(help="The class to add shots to (created if new).")],
     inputs: Inputs = None,
     text: TextOption = None,
+    text_column: TextColumnOption = None,
     description: Annotated[
         str | None,
         typer.Option(
@@ -233,7 +243,9 @@ def add_command(
 
         items: list[Any] = []
         if inputs or text or description is None:
-            items, _ = read_inputs(inputs or [], text or [], few.embedder.modality)
+            items, _, _ = read_inputs(
+                inputs or [], text or [], few.embedder.modality, text_column=text_column
+            )
         new = label not in {str(c) for c in few.classes}
         if items:
             few.add_examples(items, [label] * len(items))
@@ -243,9 +255,20 @@ def add_command(
     counts = {str(k): v for k, v in few.class_counts().items()}
     described = ", described" if description is not None else ""
     stderr().print(
-        f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots "
-        f"({len(items)} added{described}); method {few.method}"
+        plain(
+            f"{'new class' if new else 'class'} {label!r}: {counts[label]} shots "
+            f"({len(items)} added{described}); method {few.method}{_close_name(label, counts, new)}"
+        )
     )
+
+
+def _close_name(label: str, counts: dict[str, int], new: bool) -> str:
+    """For a new class, the existing one it may have meant (a typo creates a class silently)."""
+    import difflib
+
+    others = [c for c in counts if c != label]
+    close = difflib.get_close_matches(label, others, n=1, cutoff=0.85) if new else []
+    return f" (did you mean the existing class {close[0]!r}?)" if close else ""
 
 
 def remove_command(
@@ -257,7 +280,7 @@ def remove_command(
         from protoshot.model import remove_saved_classes
 
         remaining = remove_saved_classes(model_dir, labels)
-    stderr().print(f"removed {', '.join(labels)}; {len(remaining)} classes remain")
+    stderr().print(plain(f"removed {', '.join(labels)}; {len(remaining)} classes remain"))
 
 
 def calibrate_command(
@@ -300,7 +323,7 @@ def calibrate_command(
     stderr().print(
         f"threshold {c.threshold:.4f}: accepts {100 * c.false_accept_rate:.1f}% of {c.n_unknown} unknown-class "
         f"inputs and {100 * c.known_accept_rate:.1f}% of {c.n_known} known ones "
-        f"({100 * c.known_accuracy:.1f}% accepted and right); saved in {model_dir}"
+        f"({100 * c.known_accuracy:.1f}% accepted and right); saved in {plain(model_dir)}"
     )
 
 
@@ -315,16 +338,21 @@ def _load(
 
 
 def _csv(rows: list[dict[str, Any]], top_k: int) -> str:
+    """One line per input; the input table's other columns come first, prefixed ``input_``."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    header = ["input", "label", "probability", "rejected"]
+    passed = list(dict.fromkeys(k for row in rows for k in row.get("columns", {})))
+    header = [*(f"input_{k}" for k in passed), "input", "label", "probability", "rejected"]
     for i in range(2, top_k + 1):
         header += [f"label_{i}", f"probability_{i}"]
     writer.writerow(header)
     for row in rows:
         extra = [v for t in row["top_k"][1:] for v in (t["label"], f"{t['probability']:.6f}")]
         label = "" if row["label"] is None else row["label"]
-        writer.writerow([row["input"], label, f"{row['probability']:.6f}", row["rejected"], *extra])
+        given = [row.get("columns", {}).get(k, "") for k in passed]
+        writer.writerow(
+            [*given, row["input"], label, f"{row['probability']:.6f}", row["rejected"], *extra]
+        )
     return buf.getvalue()
 
 
@@ -339,11 +367,11 @@ def _print_table(rows: list[dict[str, Any]], top_k: int) -> None:
     if top_k > 1:
         table.add_column("next")
     for row in rows:
-        label = "[yellow]unknown[/]" if row["rejected"] else str(row["label"])
-        cells = [row["input"], label, f"{row['probability']:.3f}"]
+        label = "[yellow]unknown[/]" if row["rejected"] else plain(row["label"])
+        cells = [plain(row["input"]), label, f"{row['probability']:.3f}"]
         if top_k > 1:
             cells.append(
-                ", ".join(f"{t['label']} ({t['probability']:.2f})" for t in row["top_k"][1:])
+                plain(", ".join(f"{t['label']} ({t['probability']:.2f})" for t in row["top_k"][1:]))
             )
         table.add_row(*cells)
     Console().print(table)

@@ -12,6 +12,7 @@ from protoshot.cli._common import (
     DeviceOption,
     NoCacheOption,
     cache_arg,
+    plain,
     stderr,
     user_errors,
 )
@@ -54,5 +55,5 @@ def serve_command(
             max_batch=max_batch,
             max_body_bytes=int(max_body_mb * 2**20),
         )
-    stderr().print(f"serving {model_dir} on http://{host}:{port} (docs: /docs)")
+    stderr().print(f"serving {plain(model_dir)} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

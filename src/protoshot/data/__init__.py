@@ -40,6 +40,7 @@ from protoshot.data.readers import (
     read_image_folder,
     read_inputs,
     read_table,
+    read_text_column,
 )
 from protoshot.data.samples import Samples
 from protoshot.data.table import EmbeddingTable, load_table, read_arrays
@@ -62,6 +63,7 @@ __all__ = [
     "read_image_folder",
     "read_inputs",
     "read_table",
+    "read_text_column",
 ]
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "read_image_folder",
     "read_inputs",
     "read_table",
+    "read_text_column",
 ]
 
 TEXT_COLUMNS = ("text", "sentence", "utterance", "query", "question", "content", "input")
@@ -314,20 +315,26 @@ def _read_hf_split(
     return _samples(items, list(labels), [str(i) for i in range(len(items))], modality)
 
 
-def read_inputs(inputs: list[str], texts: list[str], modality: str) -> tuple[list[Any], list[str]]:
-    """Unlabelled items to classify, and a display name for each.
+def read_inputs(
+    inputs: list[str], texts: list[str], modality: str, *, text_column: str | None = None
+) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
+    """Items to classify, a display name for each, and each item's other columns.
 
-    ``inputs`` are image files or folders (searched recursively) for an image model, or text files
-    with one text per line (``"-"``: standard input) for a text model; ``texts`` are texts as is.
+    ``inputs`` are image files or folders (searched recursively) for an image model; for a text
+    model, tables (CSV, TSV, JSONL, Parquet: the text column, ``text_column`` or detected, is
+    classified and the other columns, an id or a true label, come back beside it) or text files
+    with one text per line (``"-"``: standard input); ``texts`` are texts as is.
     """
 
     items: list[Any] = []
     names: list[str] = []
+    columns: list[dict[str, Any]] = []
     if texts and modality == "image":
         raise ValueError("texts given, but this model embeds images: pass image files or folders")
     for text in texts:
         items.append(text)
         names.append(text)
+        columns.append({})
     for source in inputs:
         if modality == "image":
             path = Path(source)
@@ -341,13 +348,49 @@ def read_inputs(inputs: list[str], texts: list[str], modality: str) -> tuple[lis
                 raise FileNotFoundError(f"no such image file or folder: {path}")
             items += files
             names += [str(p) for p in files]
+            columns += [{} for _ in files]
+        elif Path(source).suffix.lower() in TABLE_SUFFIXES:
+            found, others = read_text_column(source, text_column=text_column)
+            items += found
+            names += found
+            columns += others
         else:
             lines = _text_lines(source)
             items += lines
             names += lines
+            columns += [{} for _ in lines]
     if not items:
         raise ValueError("no inputs: give files, folders, - for standard input, or texts")
-    return items, names
+    return items, names, columns
+
+
+#: Files read as tables (a text column, other columns passed through) rather than lines.
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+
+
+def read_text_column(
+    path: str | os.PathLike[str], *, text_column: str | None = None, encoding: str | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The texts of a table's text column (named, or the first of ``TEXT_COLUMNS``), and each
+    row's other columns (ids, true labels...), so that predictions can carry them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix.lower() == ".parquet":
+        data = _rows_parquet(path, lambda names: names)
+        keys = list(data)
+        rows = [dict(zip(keys, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    else:
+        reader = _rows_jsonl if path.suffix.lower() in (".jsonl", ".ndjson") else _rows_csv
+        keys, rows = reader(path, encoding)
+    key = _pick_column(keys, text_column, TEXT_COLUMNS, "text", path)
+    texts = []
+    for i, row in enumerate(rows):
+        text = row.get(key)
+        if not isinstance(text, str):
+            raise ValueError(f"{path}, row {i + 1}: text must be a string, got {text!r}")
+        texts.append(text)
+    return texts, [{k: v for k, v in row.items() if k != key} for row in rows]
 
 
 def _text_lines(source: str) -> list[str]:
