@@ -190,3 +190,29 @@ def test_inspect_and_evaluate_with_the_geometry_beside(banking_table: Path, tmp_
     jsonschema.validate(report, json_schema())
     assert report["results"][0]["config"]["transductive"] is True
     assert "hubness" in report["geometry"]["normalizations"]["cl2n"]
+
+
+def test_evaluate_and_inspect_read_named_columns(tmp_path: Path) -> None:
+    import csv
+
+    from tests.conftest import DATA_DIR
+
+    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["category"] < "b"][:200]
+    path = tmp_path / "odd.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frage", "absicht"])
+        writer.writerows([r["text"], r["category"]] for r in rows)
+    columns = ("--text-column", "frage", "--label-column", "absicht")
+    code, out, err = run(
+        "evaluate", str(path), "--model", "minilm", *columns, "--ways", "3", "--shots", "1",
+        "--queries", "3", "--episodes", "20", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["config"]["n_way"] == 3
+    code, out, err = run("inspect", str(path), "--model", "minilm", *columns, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_classes"] >= 3
+    code, _, err = run("evaluate", str(path), "--model", "minilm")
+    assert code == 1 and "frage" in err  # the message lists the columns present

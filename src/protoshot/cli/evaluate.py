@@ -13,8 +13,10 @@ from protoshot.cli._common import (
     CacheDirOption,
     DeviceOption,
     JsonOption,
+    LabelColumnOption,
     ModelOption,
     NoCacheOption,
+    TextColumnOption,
     cache_arg,
     plain,
     split_ints,
@@ -119,6 +121,8 @@ def evaluate_command(
             "class separation; see `protoshot inspect`): the reason beside the accuracy.",
         ),
     ] = False,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Items per forward pass when embedding.")
     ] = 32,
@@ -143,6 +147,7 @@ def evaluate_command(
             classes=classes, split=split,
             split_fractions=split_fractions, split_seed=split_seed, center_from=center_from,
             device=device, dtype=dtype, plot=plot, batch_size=batch_size,
+            text_column=text_column, label_column=label_column,
             cache=cache_arg(no_cache, cache_dir), inspect=inspect,
         )  # fmt: skip
     if as_json:
@@ -169,7 +174,8 @@ def _evaluate(
     queries: int, episodes: int, seed: int, metrics: str, normalizations: str, methods: str,
     class_descriptions: Path | None, classes: str | None, split: str | None, split_fractions: str, split_seed: int,
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
-    batch_size: int, cache: CacheArg, inspect: bool,
+    batch_size: int, cache: CacheArg, inspect: bool, text_column: str | None,
+    label_column: str | None,
 ) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
     from protoshot import METRICS, NORMALIZATIONS
     from protoshot._validation import check_choice
@@ -193,7 +199,10 @@ def _evaluate(
         raise ValueError(f"cannot write the plot: folder {plot.parent} does not exist")
     n_way = _ways(ways)
     fractions = None if split is None else _fractions(split_fractions)
-    load = functools.partial(load_embeddings, cache=cache, batch_size=batch_size, device=device)
+    load = functools.partial(
+        load_embeddings, cache=cache, batch_size=batch_size, device=device,
+        text_column=text_column, label_column=label_column,
+    )  # fmt: skip
     table, _ = load(source, model)
     same_model = model or table.model or None
     test_table = load(test, same_model)[0] if protocol == "all-class" and test else None

@@ -13,8 +13,10 @@ from protoshot.cli._common import (
     CacheDirOption,
     DeviceOption,
     JsonOption,
+    LabelColumnOption,
     ModelOption,
     NoCacheOption,
+    TextColumnOption,
     cache_arg,
     plain,
     split_list,
@@ -44,6 +46,8 @@ def inspect_command(
     plot: Annotated[
         Path | None, typer.Option(help="Write the PCA projection and the measures to this PNG.")
     ] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
     as_json: JsonOption = False,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
@@ -62,8 +66,9 @@ def inspect_command(
         from protoshot.pipeline import load_embeddings
 
         load = functools.partial(
-            load_embeddings, cache=cache_arg(no_cache, cache_dir), device=device
-        )
+            load_embeddings, cache=cache_arg(no_cache, cache_dir), device=device,
+            text_column=text_column, label_column=label_column,
+        )  # fmt: skip
         table, _ = load(source, model)
         report = inspect_geometry(
             table.vectors, table.labels, k=k, max_samples=max_samples,
