@@ -301,3 +301,28 @@ def test_a_typo_in_add_is_pointed_out_and_h_is_help(
     assert code == 0 and f"did you mean the existing class '{intents[0]}'" in err, err
     code, out, _ = run("predict", "-h")
     assert code == 0 and "--transductive" in out
+
+
+def test_fit_and_predict_from_embedding_tables(
+    banking_csv, cache_dir: Path, tmp_path: Path
+) -> None:
+    support, heldout, _ = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    for source, table in ((support, tmp_path / "s.parquet"), (heldout, tmp_path / "h.parquet")):
+        code, _, err = run("embed", str(source), "--model", "minilm", "-o", str(table), *cache)
+        assert code == 0, err
+    out = tmp_path / "from-table"
+    code, _, err = run("fit", str(tmp_path / "s.parquet"), "-m", "minilm", "-o", str(out), *cache)
+    assert code == 0 and "6 classes, 5-5 shots each" in err, err
+    code, text, err = run(
+        "predict", str(out), str(tmp_path / "h.parquet"), "--format", "jsonl", *cache
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 180 and {"label"} == set(rows[0]["columns"])
+    known = [r for r in rows if r["columns"]["label"] in {p["label"] for p in rows}]
+    assert np.mean([r["label"] == r["columns"]["label"] for r in known]) > 0.6
+    code, _, err = run(
+        "fit", str(tmp_path / "s.parquet"), "-m", "efficientnet-lite0", "-o", str(tmp_path / "x")
+    )
+    assert code == 1 and "was embedded by minilm" in err

@@ -119,11 +119,23 @@ class FewShotModel:
         With a text embedder each class's name is embedded as a prior (``card_arrival`` ->
         "card arrival"), or its entry of ``class_descriptions`` where given.
         """
-        y = _labels(labels, len(items))
+        return self.fit_embeddings(
+            self.embed(items), _labels(labels, len(items)), class_descriptions=class_descriptions
+        )
+
+    def fit_embeddings(
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[Any] | np.ndarray,
+        *,
+        class_descriptions: Mapping[Any, str] | None = None,
+    ) -> FewShotModel:
+        """:meth:`fit` on items already embedded by this model's embedder."""
+        y = _labels(labels, len(vectors))
         if class_descriptions:
             _check_described(class_descriptions, np.unique(y))
         names = self._name_embeddings(np.unique(y).tolist(), class_descriptions or {})
-        self.classifier.fit(self.embed(items), y, names)
+        self.classifier.fit(vectors, y, names)
         return self
 
     def add_examples(self, items: Sequence[Any], labels: Any) -> FewShotModel:
@@ -224,12 +236,18 @@ class FewShotModel:
         """Classify a batch of items together: the batch refines the classes first
         (:mod:`protoshot.transductive`). Each answer depends on the whole batch; the rejection
         threshold, calibrated on inductive probabilities, is not applied."""
+        return self.predict_transductive_embeddings(self.embed(items), method=method, top_k=top_k)
+
+    def predict_transductive_embeddings(
+        self, vectors: np.ndarray, *, method: str = "soft-kmeans", top_k: int = 1
+    ) -> list[Prediction]:
+        """:meth:`predict_transductive` for items already embedded by this model's embedder."""
         from protoshot.transductive import refine
 
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         sums, counts = self.classifier.class_sums()
-        proba = refine(sums, counts, self.classifier.normalized(self.embed(items)), method)
+        proba = refine(sums, counts, self.classifier.normalized(vectors), method)
         return _predictions(proba, self.classifier.classes_, top_k, None)
 
     # ------------------------------------------------------------------ open set

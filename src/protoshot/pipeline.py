@@ -145,3 +145,33 @@ def read_descriptions(path: str | os.PathLike[str]) -> dict[str, str]:
     if bad:
         raise ValueError(f"{path}: every line must be 'label,text'; lines {bad[:5]} are not")
     return {row[0].strip(): row[1].strip() for row in rows}
+
+
+def embedded_table(path: str | os.PathLike[str], embedder: Embedder) -> EmbeddingTable | None:
+    """The embedding table at ``path`` (Parquet from ``protoshot embed``, ``.npz`` / ``.npy``),
+    checked to come from ``embedder``; ``None`` when ``path`` holds raw data to embed.
+
+    Raises
+    ------
+    ValueError
+        If the table was embedded by another model (another fingerprint) or has another dimension.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if "embedding" not in pq.read_schema(path).names:
+            return None
+    elif suffix not in (".npz", ".npy"):
+        return None
+    table = load_table(path)
+    if table.fingerprint and table.fingerprint != embedder.fingerprint:
+        raise ValueError(
+            f"{path} was embedded by {table.model or 'another model'} ({table.fingerprint[:12]}), "
+            f"not by {embedder.spec} ({embedder.fingerprint[:12]}): its vectors would not match"
+        )
+    if table.dim != embedder.dim:
+        raise ValueError(
+            f"{path} holds {table.dim}-d vectors, but {embedder.spec} makes {embedder.dim}-d"
+        )
+    return table

@@ -36,7 +36,8 @@ SourceArgument = Annotated[
     str,
     typer.Argument(
         help="Labelled data: image folder (a sub-folder per class), CSV/TSV/JSONL/Parquet file, "
-        "saved HF dataset, or a benchmark (banking77, snips, omniglot), optionally ':split'."
+        "saved HF dataset, or a benchmark (banking77, snips, omniglot), optionally ':split'; "
+        "for fit also an embedding table of the same model (`protoshot embed` output)."
     ),
 ]
 RequiredModelOption = Annotated[

@@ -34,7 +34,8 @@ Inputs = Annotated[
     typer.Argument(
         help="Image files or folders (image models); for text models, tables (CSV, TSV, "
         "JSONL, Parquet: the text column is classified, other columns such as an id or a true "
-        "label are passed through), text files with one text per line, or - for stdin."
+        "label are passed through), text files with one text per line, or - for stdin; or "
+        "embedding tables of the model's embedder (`protoshot embed` output)."
     ),
 ]
 TextOption = Annotated[
@@ -113,29 +114,36 @@ def fit_command(
         from protoshot.estimators import create_estimator
         from protoshot.labels import labels_like
         from protoshot.model import FewShotModel
-        from protoshot.pipeline import embedder_for, read_descriptions
+        from protoshot.pipeline import embedded_table, embedder_for, read_descriptions
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
-        samples = load_source(support, text_column=text_column, label_column=label_column)
         cache = cache_arg(no_cache, cache_dir)
         embedder = embedder_for(model, device=device, cache=cache)
-        if embedder.modality not in ("any", samples.modality):
-            raise ValueError(
-                f"{model} embeds {embedder.modality}, but {support} holds {samples.modality} samples"
-            )
+        table = embedded_table(support, embedder)  # already embedded: no second embedding
+        if table is None:
+            samples = load_source(support, text_column=text_column, label_column=label_column)
+            if embedder.modality not in ("any", samples.modality):
+                raise ValueError(
+                    f"{model} embeds {embedder.modality}, but {support} holds "
+                    f"{samples.modality} samples"
+                )
         classifier = create_estimator(
             method, device=device, **_method_options(method, metric, normalization, temperature)
         )
         few = FewShotModel(
             embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
         )
+        known = np.unique(samples.labels if table is None else table.labels)
         descriptions = None
         if class_descriptions is not None:
             texts = read_descriptions(class_descriptions)
-            labels = labels_like(list(texts), np.unique(samples.labels))
+            labels = labels_like(list(texts), known)
             descriptions = dict(zip(labels, texts.values(), strict=True))
-        few.fit(samples.items, samples.labels, class_descriptions=descriptions)
+        if table is None:
+            few.fit(samples.items, samples.labels, class_descriptions=descriptions)
+        else:
+            few.fit_embeddings(table.vectors, table.labels, class_descriptions=descriptions)
         with folder_lock(output, "protoshot fit"):
             few.save(output, overwrite=force)
     counts = few.class_counts().values()
@@ -198,13 +206,18 @@ def predict_command(
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         from protoshot.data import read_inputs
 
-        items, names, columns = read_inputs(
-            inputs or [], text or [], few.embedder.modality, text_column=text_column
-        )
+        vectors, names, columns = _embedded_inputs(few, inputs or [], text or [])
+        if vectors is None:
+            items, names, columns = read_inputs(
+                inputs or [], text or [], few.embedder.modality, text_column=text_column
+            )
+            vectors = few.embed(items)
         if transductive is None:
-            predictions = few.predict(items, top_k=top_k)
+            predictions = few.predict_embeddings(vectors, top_k=top_k)
         else:
-            predictions = few.predict_transductive(items, method=transductive, top_k=top_k)
+            predictions = few.predict_transductive_embeddings(
+                vectors, method=transductive, top_k=top_k
+            )
             stderr().print(f"transductive ({transductive}): each answer depends on the whole batch")
     rows = [
         {"input": name, **({"columns": extra} if extra else {}), **p.to_dict()}
@@ -260,6 +273,25 @@ def add_command(
             f"({len(items)} added{described}); method {few.method}{_close_name(label, counts, new)}"
         )
     )
+
+
+def _embedded_inputs(
+    few: Any, inputs: list[str], texts: list[str]
+) -> tuple[Any, list[str], list[dict[str, Any]]]:
+    """Vectors, names and columns when the inputs are embedding tables of the model's embedder
+    (``protoshot embed`` output: nothing is embedded again); ``None`` vectors for raw inputs."""
+    import numpy as np
+
+    from protoshot.pipeline import embedded_table
+
+    tables = [embedded_table(path, few.embedder) for path in inputs]
+    if not any(t is not None for t in tables):
+        return None, [], []
+    if texts or any(t is None for t in tables):
+        raise ValueError("give embedding tables alone, or raw inputs (texts, files), not both")
+    names = [str(i) for t in tables if t is not None for i in t.ids]
+    columns = [{"label": lab} for t in tables if t is not None for lab in t.labels.tolist()]
+    return np.concatenate([t.vectors for t in tables if t is not None]), names, columns
 
 
 def _close_name(label: str, counts: dict[str, int], new: bool) -> str:
