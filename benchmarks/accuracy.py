@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=600, help="BANKING77 all-class seeds")
     parser.add_argument("--select-seeds", type=int, default=200)
     parser.add_argument("--transductive-seeds", type=int, default=20)
-    parser.add_argument("--sklearn-seeds", type=int, default=5)
+    parser.add_argument("--sklearn-seeds", type=int, default=10)
     parser.add_argument("--episodes", type=int, default=2000, help="Omniglot episodes")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from protoshot._validation import check_choice
 from protoshot.labels import check_label_kinds, encode_labels
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 from protoshot.maths.prototypes import class_sums_tensors
+from protoshot.methods.support import SupportSet, rows_support
 
 #: ``class_embeddings`` arguments: each class label -> the embedding of its name or description.
 ClassEmbeddings = Mapping[Any, Any]
@@ -390,6 +391,18 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         (unless ``center`` fixes it), so an update gives what fitting from scratch would."""
         if self.normalization == "cl2n" and self.center is None and len(self.support_):
             self.center_ = self.support_.mean(0, dtype=np.float64)
+
+    def support_set(self, dtype: torch.dtype | None = None) -> SupportSet:
+        """The kept shots (and names) as one normalised episode, as the methods see them, on
+        the estimator's device, in ``dtype`` (default: the scoring precision)."""
+        dev, default = self._compute_device()
+        x = torch.as_tensor(self.support_, device=dev).to(dtype or default)
+        names, named = self._named_tensors(x)
+        return rows_support(
+            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
+            normalization=self.normalization, center=self._center_tensor(x), names=names,
+            named=named,
+        )  # fmt: skip
 
     def _check_every_class_scored(self, prior_weight: float) -> None:
         """Refuse classes with neither shots nor a usable name."""

@@ -16,7 +16,6 @@ from protoshot.estimators._base import FewShotEstimator
 from protoshot.estimators.linear import LinearClassifier
 from protoshot.estimators.prototypes import PrototypeClassifier
 from protoshot.methods.auto import Candidate, candidates, choose
-from protoshot.methods.support import rows_support
 
 
 class AutoClassifier(FewShotEstimator):
@@ -61,15 +60,7 @@ class AutoClassifier(FewShotEstimator):
         self._recenter()
         options = self._options()
         self._check_every_class_scored(options[0].prior_weight)
-        dev, dtype = self._compute_device()
-        x = torch.as_tensor(self.support_, device=dev).to(dtype)
-        names, named = self._named_tensors(x)
-        support = rows_support(
-            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
-            normalization=self.normalization, center=self._center_tensor(x), names=names,
-            named=named,
-        )  # fmt: skip
-        choice = choose(support, options)
+        choice = choose(self.support_set(), options)
         accuracy = {}
         if choice.held_out_accuracy is not None:
             held = choice.held_out_accuracy[:, 0].tolist()

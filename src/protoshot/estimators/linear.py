@@ -16,7 +16,6 @@ from protoshot.estimators._base import FewShotEstimator
 from protoshot.maths.heads import DEFAULT_HEAD_TEMPERATURE, DEFAULT_PENALTY
 from protoshot.methods.auto import PRIOR_WEIGHT
 from protoshot.methods.linear import HeadSettings, fit_linear
-from protoshot.methods.support import SupportSet, rows_support
 
 
 class LinearClassifier(FewShotEstimator):
@@ -71,26 +70,15 @@ class LinearClassifier(FewShotEstimator):
         self.center = center
         self.device = device
 
-    def support_set(self, dtype: torch.dtype, dev: torch.device) -> SupportSet:
-        """The shots (and names) as one normalised episode, as the fit sees them."""
-        x = torch.as_tensor(self.support_, device=dev).to(dtype)
-        names, named = self._named_tensors(x)
-        return rows_support(
-            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
-            normalization=self.normalization, center=self._center_tensor(x), names=names,
-            named=named,
-        )  # fmt: skip
-
     def _settings(self) -> HeadSettings:
         return HeadSettings(self.penalty, self.temperature, self.prior_weight, self.max_iter)
 
     def _refit(self) -> None:
         self._recenter()
         self._check_every_class_scored(self.prior_weight)
-        dev, _ = self._compute_device()
         # fitted in float32, the embeddings' own precision (twice as fast as float64 on a CPU);
         # the converged head is then used in the scoring precision
-        head = fit_linear(self.support_set(torch.float32, dev), self._settings())
+        head = fit_linear(self.support_set(torch.float32), self._settings())
         self.coef_ = head.weight[0].cpu().double().numpy()
         self.intercept_ = head.bias[0].cpu().double().numpy()
         self.converged_ = bool(head.converged[0])

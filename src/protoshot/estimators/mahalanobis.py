@@ -15,20 +15,9 @@ import torch
 
 from protoshot._validation import check_choice
 from protoshot.estimators._base import FewShotEstimator
-from protoshot.maths.covariance import (
-    SHRINKAGES,
-    shrinkage,
-    shrunk_covariance,
-    whiten,
-    whitener,
-    within_class_scatter,
-)
-from protoshot.maths.distances import (
-    DEFAULT_TEMPERATURE,
-    UNIT_SPHERE_TEMPERATURE,
-    episode_scores,
-)
-from protoshot.methods.support import rows_support
+from protoshot.maths.covariance import SHRINKAGES
+from protoshot.maths.distances import DEFAULT_TEMPERATURE, UNIT_SPHERE_TEMPERATURE
+from protoshot.methods.mahalanobis import fit_shared_covariance
 
 
 class MahalanobisClassifier(FewShotEstimator):
@@ -70,27 +59,16 @@ class MahalanobisClassifier(FewShotEstimator):
     def _refit(self) -> None:
         self._recenter()
         self._check_every_class_scored(0.0)
-        dev, dtype = self._compute_device()
-        x = torch.as_tensor(self.support_, device=dev).to(dtype)
-        support = rows_support(
-            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
-            normalization=self.normalization, center=self._center_tensor(x),
-        )  # fmt: skip
-        rows, scatter, n = within_class_scatter(support.x, support.mask)
-        amount = shrinkage(rows, scatter, n, self.shrinkage)
-        cov = shrunk_covariance(scatter, amount)
-        self.covariance_ = cov[0].cpu().double().numpy()
-        self.shrinkage_ = float(amount[0])
-        self._factor = whitener(cov)
-        self._means = whiten(self._factor, support.prototypes())
+        fit = fit_shared_covariance(self.support_set(), self.shrinkage)
+        self.covariance_ = fit.covariance[0].cpu().double().numpy()
+        self.shrinkage_ = float(fit.shrinkage[0])
+        self._fit = fit
 
     def _restore(self, state: dict[str, object], arrays: dict[str, np.ndarray]) -> None:
         self._refit()
 
     def _scores(self, query: torch.Tensor) -> torch.Tensor:
-        factor = self._factor.to(query.device, query.dtype)
-        means = self._means.to(query.device, query.dtype)
-        return episode_scores(whiten(factor, query[None]), means, "sqeuclidean")[0]
+        return self._fit.scores(query[None])[0]
 
     def _temperature(self) -> float:
         table = DEFAULT_TEMPERATURE if self.normalization == "none" else UNIT_SPHERE_TEMPERATURE

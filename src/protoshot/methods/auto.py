@@ -39,7 +39,6 @@ class Candidate:
 
     kind: str
     prior_weight: float = 0.0
-    head: HeadSettings | None = None
 
     @property
     def name(self) -> str:
@@ -50,8 +49,7 @@ class Candidate:
         if self.kind == "prototypes":
             protos = support.prototypes(self.prior_weight)
             return lambda q: episode_scores(q, protos, "sqeuclidean")
-        settings = self.head or HeadSettings(prior_weight=self.prior_weight)
-        return fit_linear(support, settings).scores
+        return fit_linear(support, HeadSettings(prior_weight=self.prior_weight)).scores
 
 
 def candidates(named: bool) -> list[Candidate]:
@@ -59,7 +57,7 @@ def candidates(named: bool) -> list[Candidate]:
     weight = PRIOR_WEIGHT if named else 0.0
     return [
         Candidate("prototypes", weight),
-        Candidate("linear", weight, HeadSettings(prior_weight=weight)),
+        Candidate("linear", weight),
     ]
 
 

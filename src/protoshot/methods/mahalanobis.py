@@ -11,6 +11,7 @@ Episodes are processed in slices so that the ``D x D`` covariances stay within a
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,12 +34,30 @@ from protoshot.methods.support import SupportSet, block_support
 SLICE_BYTES = 64 * 2**20
 
 
-def mahalanobis_scores(support: SupportSet, queries: torch.Tensor, method: str) -> torch.Tensor:
-    """Scores ``[E, M, N]`` of normalised ``queries`` [E, M, D] against ``support``'s classes."""
+@dataclass(frozen=True)
+class SharedCovariance:
+    """The fit of each episode: its shrunk covariance, how much it was shrunk, its Cholesky
+    factor, and the class means whitened by it."""
+
+    covariance: torch.Tensor
+    shrinkage: torch.Tensor
+    factor: torch.Tensor
+    means: torch.Tensor
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        """Scores ``[E, M, N]`` of normalised ``queries`` [E, M, D]: minus the Mahalanobis
+        distance squared."""
+        factor, means = self.factor.to(queries.dtype), self.means.to(queries.dtype)
+        return episode_scores(whiten(factor, queries), means, "sqeuclidean")
+
+
+def fit_shared_covariance(support: SupportSet, method: str) -> SharedCovariance:
+    """Class means and the covariance they share, shrunk by ``method``, for each episode."""
     rows, scatter, n = within_class_scatter(support.x, support.mask)
-    factor = whitener(shrunk_covariance(scatter, shrinkage(rows, scatter, n, method)))
-    protos = whiten(factor, support.prototypes())
-    return episode_scores(whiten(factor, queries), protos, "sqeuclidean")
+    amount = shrinkage(rows, scatter, n, method)
+    cov = shrunk_covariance(scatter, amount)
+    factor = whitener(cov)
+    return SharedCovariance(cov, amount, factor, whiten(factor, support.prototypes()))
 
 
 class Mahalanobis:
@@ -73,20 +92,9 @@ class Mahalanobis:
             for method in self.shrinkages:
                 yield torch.cat(
                     [
-                        mahalanobis_scores(_slice(support, i, step), q[i : i + step], method)
+                        fit_shared_covariance(support.episodes(i, step), method).scores(
+                            q[i : i + step]
+                        )
                         for i in range(0, support.n_episodes, step)
                     ]
                 )
-
-
-def _slice(support: SupportSet, start: int, size: int) -> SupportSet:
-    """Episodes ``start .. start + size`` of ``support``."""
-    part = slice(start, start + size)
-    return SupportSet(
-        support.x[part],
-        support.mask[part],
-        None if support.names is None else support.names[part],
-        support.normalization,
-        None if support.center is None else support.center[part],
-        None if support.named is None else support.named[part],
-    )

@@ -50,6 +50,18 @@ class SupportSet:
     def n_way(self) -> int:
         return int(self.x.shape[1])
 
+    def episodes(self, start: int, size: int) -> SupportSet:
+        """Episodes ``start .. start + size``."""
+        part = slice(start, start + size)
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[part]
+
+        return replace(
+            self, x=self.x[part], mask=self.mask[part], names=cut(self.names),
+            center=cut(self.center), named=cut(self.named),
+        )  # fmt: skip
+
     def counts(self) -> torch.Tensor:
         """Shots per class, ``[E, N]``."""
         return self.mask.sum(-1)
