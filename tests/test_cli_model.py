@@ -326,3 +326,57 @@ def test_fit_and_predict_from_embedding_tables(
         "fit", str(tmp_path / "s.parquet"), "-m", "efficientnet-lite0", "-o", str(tmp_path / "x")
     )
     assert code == 1 and "was embedded by minilm" in err
+
+
+def test_score_reports_accuracy_per_class_and_the_open_set(
+    text_model: Path, banking_csv, cache_dir: Path, tmp_path: Path
+) -> None:
+    _, heldout, intents = banking_csv
+    with open(heldout, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if row["category"] not in intents[:6]:
+            row["category"] = "[out]"
+    data = tmp_path / "scored.csv"
+    with open(data, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["text", "category"])
+        writer.writeheader()
+        writer.writerows(rows)
+    cache = ("--cache-dir", str(cache_dir))
+    code, out, err = run("score", str(text_model), str(data), *cache)
+    assert code == 1 and "not classes of the model: [out]" in err and "--unknown-label" in err
+    png = tmp_path / "confusion.png"
+    args = ("score", str(text_model), str(data), "--unknown-label", "[out]", *cache)
+    code, out, err = run(*args, "--json", "--confusion", str(png))
+    assert code == 0, err
+    report = json.loads(out)
+    known = [r for r in rows if r["category"] != "[out]"]
+    assert report["n"] == len(rows) and report["n_unknown"] == len(rows) - len(known)
+    assert sorted(c["label"] for c in report["per_class"]) == intents[:6]
+    assert report["false_accept_rate"] == 1.0  # no threshold: every out-of-scope row accepted
+    assert report["accuracy"] == pytest.approx(report["known_accuracy"] * len(known) / len(rows))
+    assert report["accuracy_ci"][0] < report["accuracy"] < report["accuracy_ci"][1]
+    assert 0 < report["ece"] < 1 and report["nll"] > 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    code, out, err = run(*args)
+    assert code == 0, err
+    assert "accuracy" in out and "per class" in out and "[out]" not in out  # rows, not a class
+    assert "out of scope: 60 rows, 0.0% rejected" in out
+
+
+def test_score_takes_an_embedding_table(text_model: Path, banking_csv, cache_dir: Path, tmp_path) -> None:
+    _, heldout, intents = banking_csv
+    known = tmp_path / "known.csv"
+    with open(heldout, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["category"] in intents[:6]]
+    with open(known, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["text", "category"])
+        writer.writeheader()
+        writer.writerows(rows)
+    cache = ("--cache-dir", str(cache_dir))
+    table = tmp_path / "known.parquet"
+    assert run("embed", str(known), "-m", "minilm", "-o", str(table), *cache)[0] == 0
+    from_table = json.loads(run("score", str(text_model), str(table), "--json", *cache)[1])
+    from_text = json.loads(run("score", str(text_model), str(known), "--json", *cache)[1])
+    assert from_table["accuracy"] == from_text["accuracy"] > 0.7
+    assert from_table["confusion"] == from_text["confusion"]

@@ -187,3 +187,27 @@ def test_python_api_traps(banking, minilm, cache_dir: Path) -> None:
     from protoshot import FewShotModel as exported
 
     assert exported is FewShotModel
+
+
+def test_predict_proba_score_and_score_report(banking, minilm, cache_dir: Path) -> None:
+    texts, labels = banking
+    support, query = split(texts, labels, 5)
+    known = np.unique(labels)[:6]
+    fit_rows = [i for i in support if labels[i] in known]
+    model = FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in fit_rows], labels[fit_rows])
+    items, truth = [texts[i] for i in query], labels[query]
+    proba = model.predict_proba(items)
+    assert proba.shape == (len(items), 6) and np.allclose(proba.sum(1), 1)
+    inside = np.isin(truth, known)
+    picked = np.array(model.classes)[proba.argmax(1)]
+    in_items = [t for t, k in zip(items, inside, strict=True) if k]
+    assert model.score(in_items, truth[inside]) == pytest.approx(np.mean(picked[inside] == truth[inside]))
+    outside_label = np.where(inside, truth, "elsewhere")
+    report = model.score_report(items, outside_label, unknown_label="elsewhere")
+    assert report.n_unknown == int((~inside).sum()) and report.false_accept_rate == 1.0
+    model.threshold = 0.5
+    strict = model.score_report(items, outside_label, unknown_label="elsewhere")
+    assert strict.accept_rate == pytest.approx(np.mean(proba.max(1) >= 0.5))
+    assert strict.unknown_recall > 0
+    with pytest.warns(UserWarning, match="no item is labelled 'nowhere'"):
+        model.score_report(in_items, truth[inside], unknown_label="nowhere")

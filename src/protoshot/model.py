@@ -31,6 +31,7 @@ from protoshot.embedders import Embedder
 from protoshot.estimators import AutoClassifier, FewShotEstimator, load_estimator
 from protoshot.labels import as_label_array, labels_like
 from protoshot.pipeline import class_name_embeddings, embedder_for
+from protoshot.scoring import ScoreReport
 
 UNKNOWN = None
 
@@ -229,6 +230,45 @@ class FewShotModel:
     def predict(self, items: Sequence[Any], *, top_k: int = 1) -> list[Prediction]:
         """Embed (cached) and classify items."""
         return self.predict_embeddings(self.embed(items), top_k=top_k)
+
+    def predict_proba(self, items: Sequence[Any]) -> np.ndarray:
+        """Class probabilities ``[n, n_classes]``, columns in the order of :attr:`classes`
+        (before any rejection)."""
+        return self.classifier.predict_proba(self.embed(items))
+
+    def score(self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray) -> float:
+        """Accuracy on labelled items (as scikit-learn's ``score``; a rejected item is wrong)."""
+        return self.score_report(items, labels).accuracy
+
+    def score_report(
+        self, items: Sequence[Any], labels: Sequence[Any] | np.ndarray, *, unknown_label: Any = None
+    ) -> ScoreReport:
+        """Accuracy with its interval, macro-F1, per-class scores, NLL, ECE and the confusion
+        matrix on labelled items (:mod:`protoshot.scoring`).
+
+        Items labelled ``unknown_label`` are out of scope: right when rejected.
+        """
+        return self.score_report_embeddings(
+            self.embed(items), labels, unknown_label=unknown_label
+        )
+
+    def score_report_embeddings(
+        self, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray, *, unknown_label: Any = None
+    ) -> ScoreReport:
+        """:meth:`score_report` for items already embedded by this model's embedder."""
+        from protoshot.scoring import score_predictions
+
+        y = _labels(labels, len(vectors)).tolist()
+        unknown = np.array([unknown_label is not None and v == unknown_label for v in y])
+        if unknown_label is not None and not unknown.any():
+            warnings.warn(f"no item is labelled {unknown_label!r}", UserWarning, stacklevel=2)
+        true = np.empty(len(y), dtype=object)
+        true[~unknown] = self.as_class_values([v for v, out in zip(y, unknown) if not out])
+        proba = self.classifier.predict_proba(vectors)
+        rejected = None if self.threshold is None else proba.max(1) < self.threshold
+        return score_predictions(
+            true, proba, self.classifier.classes_, rejected=rejected, unknown=unknown
+        )
 
     def predict_transductive(
         self, items: Sequence[Any], *, method: str = "soft-kmeans", top_k: int = 1

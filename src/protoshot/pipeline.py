@@ -63,6 +63,25 @@ def embed_samples(
     return table, stats
 
 
+def labelled_embeddings(
+    source: str | os.PathLike[str],
+    embedder: Embedder,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    cache: CacheArg = True,
+    batch_size: int = 32,
+) -> EmbeddingTable:
+    """Labelled vectors of ``embedder`` from any source: an embedding table it made (nothing
+    is embedded again; see :func:`embedded_table`) or raw labelled data, embedded through the
+    cache."""
+    table = embedded_table(source, embedder)
+    if table is not None:
+        return table
+    samples = load_source(source, text_column=text_column, label_column=label_column)
+    return embed_samples(samples, embedder, cache=cache, batch_size=batch_size, progress=None)[0]
+
+
 def is_table(source: str | os.PathLike[str]) -> bool:
     """Whether ``source`` is a file of embeddings (Parquet table or numpy arrays)."""
     return Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file()

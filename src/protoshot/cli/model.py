@@ -110,40 +110,31 @@ def fit_command(
     with user_errors():
         import numpy as np
 
-        from protoshot.data import load_source
         from protoshot.estimators import create_estimator
         from protoshot.labels import labels_like
         from protoshot.model import FewShotModel
-        from protoshot.pipeline import embedded_table, embedder_for, read_descriptions
+        from protoshot.pipeline import embedder_for, labelled_embeddings, read_descriptions
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
         cache = cache_arg(no_cache, cache_dir)
         embedder = embedder_for(model, device=device, cache=cache)
-        table = embedded_table(support, embedder)  # already embedded: no second embedding
-        if table is None:
-            samples = load_source(support, text_column=text_column, label_column=label_column)
-            if embedder.modality not in ("any", samples.modality):
-                raise ValueError(
-                    f"{model} embeds {embedder.modality}, but {support} holds "
-                    f"{samples.modality} samples"
-                )
         classifier = create_estimator(
             method, device=device, **_method_options(method, metric, normalization, temperature)
         )
+        table = labelled_embeddings(
+            support, embedder, text_column=text_column, label_column=label_column, cache=cache,
+            batch_size=batch_size,
+        )  # fmt: skip
         few = FewShotModel(
             embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
         )
-        known = np.unique(samples.labels if table is None else table.labels)
         descriptions = None
         if class_descriptions is not None:
             texts = read_descriptions(class_descriptions)
-            labels = labels_like(list(texts), known)
+            labels = labels_like(list(texts), np.unique(table.labels))
             descriptions = dict(zip(labels, texts.values(), strict=True))
-        if table is None:
-            few.fit(samples.items, samples.labels, class_descriptions=descriptions)
-        else:
-            few.fit_embeddings(table.vectors, table.labels, class_descriptions=descriptions)
+        few.fit_embeddings(table.vectors, table.labels, class_descriptions=descriptions)
         with folder_lock(output, "protoshot fit"):
             few.save(output, overwrite=force)
     counts = few.class_counts().values()
