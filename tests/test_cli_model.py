@@ -380,3 +380,37 @@ def test_score_takes_an_embedding_table(text_model: Path, banking_csv, cache_dir
     from_text = json.loads(run("score", str(text_model), str(known), "--json", *cache)[1])
     assert from_table["accuracy"] == from_text["accuracy"] > 0.7
     assert from_table["confusion"] == from_text["confusion"]
+
+
+def test_fit_takes_its_settings_from_an_evaluate_report(
+    banking_csv, banking_table: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    support, _, _ = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    code, out, err = run(
+        "evaluate", str(banking_table), "--shots", "1,5", "--episodes", "20", "--methods",
+        "linear,mahalanobis", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report_path = tmp_path / "results.json"
+    report_path.write_text(out)
+    best = json.loads(out)["best_per_shot"][1]  # the support has 5 shots per class
+    folder = tmp_path / "model"
+    code, _, err = run("fit", str(support), "-o", str(folder), "--config", str(report_path), *cache)
+    assert code == 0, err  # the report names the embedder: no --model needed
+    config = json.loads((folder / "config.json").read_text())
+    assert config["method"] == best["method"]
+    assert config["params"]["normalization"] == best["normalization"]
+    assert f"method {best['method']}" in err
+    # a flag overrides the report; the report's settings of another method are dropped
+    code, _, err = run(
+        "fit", str(support), "-o", str(folder), "--config", str(report_path), "--force",
+        "--method", "prototypes", "--metric", "cosine", *cache,
+    )  # fmt: skip
+    assert code == 0, err
+    params = json.loads((folder / "config.json").read_text())["params"]
+    assert params["metric"] == "cosine" and params["normalization"] == "none"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run("fit", str(support), "-o", str(folder), "--config", str(bad), "--force")
+    assert code == 1 and "cannot read the --config report" in err

@@ -191,3 +191,25 @@ def test_evaluation_bad_input(blobs) -> None:
         evaluate(x, y, n_query=2, device="quantum")
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
         evaluate(x, y, n_query=2, dtype="float8")
+
+
+def test_best_per_shot_and_the_config_fit_reads(blobs) -> None:
+    from protoshot.evaluation.reports import chosen_config, report_dict
+
+    x, y = blobs
+    grid = evaluate_grid(x, y, shots=(1, 5), n_query=2, n_episodes=20)
+    per_shot = grid.best_per_shot()
+    for best, k in zip(per_shot, (1, 5), strict=True):
+        rows = [r for r in grid if r.config["n_shot"] == k]
+        assert best.config["n_shot"] == k and best.mean == max(r.mean for r in rows)
+    assert str(grid).count("*") == 2  # one mark per shot count
+    report = json.loads(json.dumps(report_dict(grid, protocol="episodic", source="x", model=None, fingerprint=None)))
+    assert report["best_per_shot"] == [r.config for r in per_shot]
+    episode_keys = {"n_way", "n_shot", "n_query"}
+    for shots, k in ((1, 1), (2.9, 1), (3, 5), (40, 5)):  # nearest shot count, a tie to the larger
+        expected = {key: v for key, v in per_shot[k == 5].config.items() if key not in episode_keys}
+        assert chosen_config(report, shots) == expected
+    old = {key: v for key, v in report.items() if key != "best_per_shot"}
+    assert chosen_config(old, 1)["method"] == report["best"]["method"]
+    with pytest.raises(ValueError, match="not a `protoshot evaluate --json` report"):
+        chosen_config({"results": []}, 1)

@@ -54,21 +54,31 @@ def register(app: typer.Typer) -> None:
 
 def fit_command(
     support: SourceArgument,
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="Embedder spec (minilm, efficientnet-lite0, st:..., hf:...)."
-        ),
-    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Embedder spec (minilm, efficientnet-lite0, st:..., hf:...); default: the "
+            "--config report's.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="An `evaluate --json` report: fit with the configuration it found best at the "
+            "shot count nearest SUPPORT's (flags given here override it)."
+        ),
+    ] = None,
     method: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="auto (cross-validation on your shots picks prototypes or a fitted head, with "
             "class names as a prior for text), prototypes, named-prototypes, linear, named-linear, "
-            "mahalanobis (a shared covariance, shrunk)."
+            "mahalanobis (a shared covariance, shrunk). Default: auto, or --config's."
         ),
-    ] = "auto",
+    ] = None,
     class_descriptions: Annotated[
         Path | None,
         typer.Option(
@@ -76,8 +86,9 @@ def fit_command(
         ),
     ] = None,
     metric: Annotated[
-        str, typer.Option(help="Prototype methods: sqeuclidean, euclidean, cosine or dot.")
-    ] = "sqeuclidean",
+        str | None,
+        typer.Option(help="Prototype methods: sqeuclidean (default), euclidean, cosine or dot."),
+    ] = None,
     normalization: Annotated[
         str | None,
         typer.Option(help="none, l2 or cl2n (default: cl2n; none for plain prototypes)."),
@@ -104,28 +115,44 @@ def fit_command(
 
     By default (--method auto) cross-validation on your own shots picks nearest prototypes or a
     softmax head fitted from them; with a text model each class's name ("card_arrival" ->
-    "card arrival") or its --class-descriptions entry counts as a prior.
+    "card arrival") or its --class-descriptions entry counts as a prior. With --config, the
+    settings an `evaluate --json` run found best (on other data) are used instead.
     """
     start = time.perf_counter()
     with user_errors():
         import numpy as np
 
         from protoshot.estimators import create_estimator
+        from protoshot.evaluation.reports import chosen_config
         from protoshot.labels import labels_like
         from protoshot.model import FewShotModel
         from protoshot.pipeline import embedder_for, labelled_embeddings, read_descriptions
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
+        report = _read_report(config) if config is not None else None
+        model = model or (report or {}).get("model")
+        if not model:
+            raise ValueError("pass --model (the embedder), or a --config report that names one")
         cache = cache_arg(no_cache, cache_dir)
         embedder = embedder_for(model, device=device, cache=cache)
-        classifier = create_estimator(
-            method, device=device, **_method_options(method, metric, normalization, temperature)
-        )
         table = labelled_embeddings(
             support, embedder, text_column=text_column, label_column=label_column, cache=cache,
             batch_size=batch_size,
         )  # fmt: skip
+        chosen: dict[str, Any] = {}
+        if report is not None:
+            _check_report_model(report, embedder, config)
+            shots = float(np.median(np.unique(table.labels, return_counts=True)[1]))
+            chosen = chosen_config(report, shots)
+            stderr().print(plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items())))
+        chosen_method = chosen.pop("method", None)
+        if method and method != chosen_method:
+            chosen = {}  # the report's settings belong to another method
+        method = method or chosen_method or "auto"
+        flags = {"metric": metric, "normalization": normalization, "temperature": temperature}
+        options = _method_options(method, chosen, flags)
+        classifier = create_estimator(method, device=device, **options)
         few = FewShotModel(
             embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
         )
@@ -146,16 +173,46 @@ def fit_command(
 
 
 def _method_options(
-    method: str, metric: str, normalization: str | None, temperature: float | None
+    method: str, chosen: dict[str, Any], flags: dict[str, Any]
 ) -> dict[str, Any]:
-    """Estimator options from the fit flags; prototype-only flags are refused elsewhere."""
-    prototypes = method in ("prototypes", "named-prototypes")
-    if not prototypes and (metric != "sqeuclidean" or temperature is not None):
-        raise ValueError(f"--metric and --temperature apply to the prototype methods, not {method}")
-    options: dict[str, Any] = {"metric": metric, "temperature": temperature} if prototypes else {}
-    if normalization is not None:
-        options["normalization"] = normalization
+    """Estimator options: the --config report's settings that ``method`` takes, overridden by
+    the flags given; a flag the method does not take is an error."""
+    from protoshot.estimators import create_estimator
+
+    params = create_estimator(method).get_params()
+    options = {k: v for k, v in chosen.items() if k in params}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in params or (name != "normalization" and "metric" not in params):
+            raise ValueError(f"--{name} applies to the prototype methods, not {method}")
+        options[name] = value
     return options
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """An ``evaluate --json`` report, read with a clear error."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read the --config report {path}: {err}") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} is not a `protoshot evaluate --json` report")
+    return report
+
+
+def _check_report_model(report: dict[str, Any], embedder: Any, path: Path) -> None:
+    """Warn when the report's settings were chosen on another embedder's vectors."""
+    import warnings
+
+    fingerprint = report.get("fingerprint")
+    if fingerprint and fingerprint != embedder.fingerprint:
+        warnings.warn(
+            f"{path} was evaluated with {report.get('model') or 'another embedder'}, not "
+            f"{embedder.spec}: its best settings may not carry over",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _selection(few: Any) -> str:

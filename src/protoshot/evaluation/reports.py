@@ -73,3 +73,30 @@ def _line_name(config: dict[str, Any]) -> str:
     method = str(config.get("method", "prototypes"))
     transductive = " (transductive)" if config.get("transductive") else ""
     return f"{method}{transductive}: {setting}" + (f" {extra}" if extra else "")
+
+
+#: Keys of a result's config that describe the episodes, not the method.
+EPISODE_KEYS = ("n_way", "n_shot", "n_query", "transductive")
+
+
+def chosen_config(report: dict[str, Any], n_shot: float) -> dict[str, Any]:
+    """The configuration an ``evaluate --json`` report found best at the shot count nearest
+    ``n_shot`` (the shots per class of the data to fit), without its episode keys.
+
+    Reports without ``best_per_shot`` give their overall ``best``.
+
+    Raises
+    ------
+    ValueError
+        If ``report`` is not an ``evaluate --json`` document.
+    """
+    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith(
+        "protoshot.evaluate/"
+    ):
+        raise ValueError("not a `protoshot evaluate --json` report (its schema is missing)")
+    candidates = report.get("best_per_shot") or [report.get("best")]
+    if not all(isinstance(c, dict) and "method" in c for c in candidates):
+        raise ValueError("the report names no best configuration")
+    # nearest shot count; on a tie the larger one (more shots estimate settings better)
+    best = min(candidates, key=lambda c: (abs(c.get("n_shot", 0) - n_shot), -c.get("n_shot", 0)))
+    return {k: v for k, v in best.items() if k not in EPISODE_KEYS}

@@ -98,14 +98,27 @@ class GridResult:
         inductive = [r for r in self.results if not r.config.get("transductive")]
         return max(inductive or self.results, key=lambda r: r.mean)
 
+    def best_per_shot(self) -> list[EvalResult]:
+        """:meth:`best` at each shot count (settings that win at 1 shot often lose at 10)."""
+        shots = dict.fromkeys(r.config.get("n_shot") for r in self.results)
+        return [
+            GridResult([r for r in self.results if r.config.get("n_shot") == k]).best()
+            for k in shots
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return {"results": [r.to_dict() for r in self.results], "best": self.best().config}
+        return {
+            "results": [r.to_dict() for r in self.results],
+            "best": self.best().config,
+            "best_per_shot": [r.config for r in self.best_per_shot()],
+        }
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
     def table(self, title: str | None = None) -> Any:
-        """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row marked.
+        """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row of each shot count
+        marked.
 
         Settings every row shares go to the caption; the rest are a method, a shots and a
         settings column, so the table stays narrow however many methods it compares.
@@ -131,11 +144,11 @@ class GridResult:
         if paired:
             table.add_column("vs prototypes", justify="right")
         table.add_column("episodes", justify="right")
-        best = self.best()
+        best = self.best_per_shot()
         for i, r in enumerate(self.results):
             if r.config.get("transductive") and not self.results[i - 1].config.get("transductive"):
                 table.add_section()  # transductive rows stand apart, below
-            mark = r is best
+            mark = any(r is b for b in best)
             setting = " ".join(
                 f"{_SHORT.get(k, k)}={r.config[k]}" for k in settings if k in r.config
             )
