@@ -235,7 +235,7 @@ def test_fit_methods_descriptions_and_a_class_from_its_description(
         "fit", str(support), "-m", "minilm", "-o", str(tmp_path / "x"), "--method", "linear",
         "--metric", "cosine", *cache,
     )  # fmt: skip
-    assert code == 1 and "--metric and --temperature apply to the prototype methods" in err
+    assert code == 1 and "--metric applies to the prototype methods, not linear" in err
     descriptions.write_text("label,text\nno_such_intent,anything\n")
     code, _, err = run(
         "fit", str(support), "-m", "minilm", "-o", str(tmp_path / "y"),
@@ -364,7 +364,9 @@ def test_score_reports_accuracy_per_class_and_the_open_set(
     assert "out of scope: 60 rows, 0.0% rejected" in out
 
 
-def test_score_takes_an_embedding_table(text_model: Path, banking_csv, cache_dir: Path, tmp_path) -> None:
+def test_score_takes_an_embedding_table(
+    text_model: Path, banking_csv, cache_dir: Path, tmp_path
+) -> None:
     _, heldout, intents = banking_csv
     known = tmp_path / "known.csv"
     with open(heldout, newline="") as f:
@@ -414,3 +416,49 @@ def test_fit_takes_its_settings_from_an_evaluate_report(
     bad.write_text("{not json")
     code, _, err = run("fit", str(support), "-o", str(folder), "--config", str(bad), "--force")
     assert code == 1 and "cannot read the --config report" in err
+
+
+def test_calibration_survives_add(text_model: Path, banking_csv, cache_dir: Path, tmp_path) -> None:
+    """The issue's sequence: calibrate, add a class from one text, predict that text."""
+    _, heldout, _ = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    code, out, err = run("calibrate", str(text_model), "--json", *cache)  # from the shots alone
+    assert code == 0, err
+    calib = json.loads(out)
+    assert calib["saved"] and "90% of the model's 30 shots" in calib["rule"]
+    assert calib["false_accept_rate"] is None
+    code, _, err = run("add", str(text_model), "refund_request", "-t", "refund please", *cache)
+    assert code == 0, err
+    code, out, err = run(
+        "predict", str(text_model), "-t", "refund please", "--format", "jsonl", *cache
+    )
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["label"] == "refund_request" and not answer["rejected"]
+    saved = json.loads((text_model / "config.json").read_text())["metadata"]["rejection"]
+    assert saved["threshold"] == calib["threshold"]  # add kept the scale and the threshold
+    # a poem is unlike every banking intent
+    code, out, _ = run(
+        "predict", str(text_model), "-t", "the autumn leaves drift over the quiet lake",
+        "--format", "jsonl", *cache,
+    )  # fmt: skip
+    assert json.loads(out)["rejected"] and json.loads(out)["label"] is None
+
+
+def test_calibrate_on_traffic_and_dry_run(
+    text_model: Path, banking_csv, cache_dir: Path, tmp_path
+) -> None:
+    _, heldout, _ = banking_csv
+    cache = ("--cache-dir", str(cache_dir))
+    before = (text_model / "config.json").read_text()
+    code, out, err = run(
+        "calibrate", str(text_model), str(heldout), "--expected-unknown-rate", "0.25",
+        "--dry-run", "--json", *cache,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "rejects 25% of 180 traffic inputs" in json.loads(out)["rule"]
+    assert not json.loads(out)["saved"] and (text_model / "config.json").read_text() == before
+    code, _, err = run("calibrate", str(text_model), "--expected-unknown-rate", "0.2", *cache)
+    assert code == 1 and "--expected-unknown-rate needs DATA" in err
+    code, _, err = run("calibrate", str(text_model), "--dry-run", *cache)
+    assert code == 0 and "not saved (--dry-run)" in err

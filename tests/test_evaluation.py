@@ -203,7 +203,9 @@ def test_best_per_shot_and_the_config_fit_reads(blobs) -> None:
         rows = [r for r in grid if r.config["n_shot"] == k]
         assert best.config["n_shot"] == k and best.mean == max(r.mean for r in rows)
     assert str(grid).count("*") == 2  # one mark per shot count
-    report = json.loads(json.dumps(report_dict(grid, protocol="episodic", source="x", model=None, fingerprint=None)))
+    report = json.loads(
+        json.dumps(report_dict(grid, protocol="episodic", source="x", model=None, fingerprint=None))
+    )
     assert report["best_per_shot"] == [r.config for r in per_shot]
     episode_keys = {"n_way", "n_shot", "n_query"}
     for shots, k in ((1, 1), (2.9, 1), (3, 5), (40, 5)):  # nearest shot count, a tie to the larger

@@ -96,12 +96,13 @@ def test_save_load_recreates_embedder_and_refuses_other_weights(
 ) -> None:
     texts, labels = banking
     support, query = split(texts, labels, 3)
-    model = FewShotModel(minilm, threshold=0.2, cache=cache_dir).fit(
-        [texts[i] for i in support], labels[support]
-    )
+    model = FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support])
+    model.calibrate_on_shots()
     model.save(tmp_path / "m")
     loaded = FewShotModel.load(tmp_path / "m", cache=cache_dir)
-    assert loaded.embedder.fingerprint == minilm.fingerprint and loaded.threshold == 0.2
+    assert loaded.embedder.fingerprint == minilm.fingerprint
+    assert loaded.threshold == model.threshold and loaded.rejection.rule == model.rejection.rule
+    np.testing.assert_array_equal(loaded.rejection.center, model.rejection.center)
     items = [texts[i] for i in query[:20]]
     assert [p.to_dict() for p in loaded.predict(items)] == [
         p.to_dict() for p in model.predict(items)
@@ -118,8 +119,6 @@ def test_save_load_recreates_embedder_and_refuses_other_weights(
     assert numbered.as_class_values(["7", 3]) == [7, 3]
     with pytest.raises(ValueError, match="class 'seven' is not an integer"):
         numbered.remove_classes(["seven"])
-    with pytest.raises(ValueError, match=r"threshold is a probability in \[0, 1\]"):
-        FewShotModel(minilm, threshold=2.0)
 
 
 def test_a_copy_changes_alone_and_embeddings_add_like_items(
@@ -128,11 +127,12 @@ def test_a_copy_changes_alone_and_embeddings_add_like_items(
     texts, labels = banking
     support, _ = split(texts, labels, 3)
     items, y = [texts[i] for i in support], labels[support]
-    model = FewShotModel(minilm, cache=cache_dir, threshold=0.3).fit(items[:9], y[:9])
+    model = FewShotModel(minilm, cache=cache_dir).fit(items[:9], y[:9])
+    model.calibrate_on_shots(accept=0.5)
     copy = model.copy()
     copy.add_embeddings(model.embed(items[9:]), y[9:])
     assert model.class_counts() != copy.class_counts() and len(model.classes) == 3
-    assert copy.embedder is model.embedder and copy.threshold == 0.3
+    assert copy.embedder is model.embedder and copy.threshold == model.threshold
     direct = (
         FewShotModel(minilm, cache=cache_dir).fit(items[:9], y[:9]).add_examples(items[9:], y[9:])
     )
@@ -194,20 +194,44 @@ def test_predict_proba_score_and_score_report(banking, minilm, cache_dir: Path) 
     support, query = split(texts, labels, 5)
     known = np.unique(labels)[:6]
     fit_rows = [i for i in support if labels[i] in known]
-    model = FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in fit_rows], labels[fit_rows])
+    model = FewShotModel(minilm, cache=cache_dir).fit(
+        [texts[i] for i in fit_rows], labels[fit_rows]
+    )
     items, truth = [texts[i] for i in query], labels[query]
     proba = model.predict_proba(items)
     assert proba.shape == (len(items), 6) and np.allclose(proba.sum(1), 1)
     inside = np.isin(truth, known)
     picked = np.array(model.classes)[proba.argmax(1)]
     in_items = [t for t, k in zip(items, inside, strict=True) if k]
-    assert model.score(in_items, truth[inside]) == pytest.approx(np.mean(picked[inside] == truth[inside]))
+    assert model.score(in_items, truth[inside]) == pytest.approx(
+        np.mean(picked[inside] == truth[inside])
+    )
     outside_label = np.where(inside, truth, "elsewhere")
     report = model.score_report(items, outside_label, unknown_label="elsewhere")
     assert report.n_unknown == int((~inside).sum()) and report.false_accept_rate == 1.0
-    model.threshold = 0.5
+    model.calibrate_on_shots()
     strict = model.score_report(items, outside_label, unknown_label="elsewhere")
-    assert strict.accept_rate == pytest.approx(np.mean(proba.max(1) >= 0.5))
+    accepted = ~model.rejection.rejected(model.classifier, model.embed(items))
+    assert strict.accept_rate == pytest.approx(accepted.mean())
     assert strict.unknown_recall > 0
     with pytest.warns(UserWarning, match="no item is labelled 'nowhere'"):
         model.score_report(in_items, truth[inside], unknown_label="nowhere")
+
+
+def test_an_older_probability_threshold_is_dropped_with_a_warning(
+    banking, minilm, cache_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    texts, labels = banking
+    support, _ = split(texts, labels, 2)
+    FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support]).save(
+        tmp_path / "m"
+    )
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["metadata"]["rejection"] = {"threshold": 0.2}  # what an older version saved
+    path.write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="threshold on probabilities from an older version"):
+        loaded = FewShotModel.load(tmp_path / "m", cache=cache_dir)
+    assert loaded.rejection is None

@@ -34,7 +34,7 @@ def test_matches_sklearn_without_rejection() -> None:
     pred = CLASSES[proba.argmax(1)]
     assert report.accuracy == pytest.approx(np.mean(pred == true))
     assert report.macro_f1 == pytest.approx(f1_score(true, pred, average="macro"))
-    p, r, f, s = precision_recall_fscore_support(true, pred, labels=CLASSES, zero_division=0)
+    p, r, _, s = precision_recall_fscore_support(true, pred, labels=CLASSES, zero_division=0)
     assert [c.precision for c in report.per_class] == pytest.approx(p)
     assert [c.recall for c in report.per_class] == pytest.approx(r)
     assert [c.support for c in report.per_class] == s.tolist()
@@ -105,7 +105,7 @@ def test_invariants(seed: int, share: float) -> None:
 def test_refuses_labels_outside_the_model_and_bad_shapes() -> None:
     true, proba, _ = _case(4, n=10)
     true[3] = "zebra"
-    with pytest.raises(ValueError, match="not classes of the model: zebra.*unknown-label"):
+    with pytest.raises(ValueError, match=r"not classes of the model: zebra.*unknown-label"):
         score_predictions(true, proba, CLASSES)
     with pytest.raises(ValueError, match="got 9 labels"):
         score_predictions(true[:9], proba, CLASSES)

@@ -5,8 +5,8 @@ A model folder (written through :mod:`protoshot.store`) holds the estimator, its
 embedder's spec and fingerprint in its metadata, so loading re-creates the embedder and refuses
 one whose fingerprint differs (other weights would give vectors the classes do not match). With
 a text embedder, class names (``card_arrival`` -> "card arrival") or given descriptions are
-embedded too, for the methods that use them as a prior. An optional rejection rule answers
-``None`` ("unknown") when the best class is not probable enough.
+embedded too, for the methods that use them as a prior. An optional rejection rule
+(:mod:`protoshot.openset`) answers ``None`` ("unknown") when no class is similar enough.
 
 The CLI and the service change a model only through this module (``add_examples``,
 ``add_embeddings``, ``add_descriptions``, ``remove_classes``, ``calibrate``, ``copy``;
@@ -30,6 +30,7 @@ from protoshot.cache import CacheArg
 from protoshot.embedders import Embedder
 from protoshot.estimators import AutoClassifier, FewShotEstimator, load_estimator
 from protoshot.labels import as_label_array, labels_like
+from protoshot.openset import ACCEPT, Rejection, from_held_out, from_shots, from_traffic
 from protoshot.pipeline import class_name_embeddings, embedder_for
 from protoshot.scoring import ScoreReport
 
@@ -53,14 +54,16 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A rejection threshold chosen on held-out data, with the rates it gives there."""
+    """A rejection threshold, how it was chosen, and the rates it gives on held-out data when
+    some was given (``None`` otherwise)."""
 
     threshold: float
-    false_accept_rate: float
-    known_accept_rate: float
-    known_accuracy: float
-    n_known: int
-    n_unknown: int
+    rule: str
+    false_accept_rate: float | None = None
+    known_accept_rate: float | None = None
+    known_accuracy: float | None = None
+    n_known: int = 0
+    n_unknown: int = 0
 
 
 class FewShotModel:
@@ -72,8 +75,9 @@ class FewShotModel:
         The frozen model; its fingerprint is saved with the classes.
     classifier : estimator of :mod:`protoshot.estimators`, optional
         Fitted or not; ``fit`` and ``add_examples`` fill it. By default :class:`AutoClassifier`.
-    threshold : float, optional
-        Reject (label ``None``) when the highest class probability is below it.
+    rejection : Rejection, optional
+        Answer "unknown" (label ``None``) when no class is similar enough; set by the
+        ``calibrate*`` methods (:mod:`protoshot.openset`).
     cache : CacheArg
         Where embeddings are cached (default: the user's cache).
     batch_size : int
@@ -84,13 +88,13 @@ class FewShotModel:
         embedder: Embedder,
         classifier: FewShotEstimator | None = None,
         *,
-        threshold: float | None = None,
+        rejection: Rejection | None = None,
         cache: CacheArg = True,
         batch_size: int = 32,
     ) -> None:
         self.embedder = embedder
         self.classifier = classifier if classifier is not None else AutoClassifier()
-        self.threshold = _check_threshold(threshold)
+        self.rejection = rejection
         self.cache = cache
         self.batch_size = batch_size
 
@@ -196,7 +200,7 @@ class FewShotModel:
         return FewShotModel(
             self.embedder,
             copy.deepcopy(self.classifier),
-            threshold=self.threshold,
+            rejection=self.rejection,
             cache=self.cache,
             batch_size=self.batch_size,
         )
@@ -225,7 +229,16 @@ class FewShotModel:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         proba = self.classifier.predict_proba(vectors)
-        return _predictions(proba, self.classifier.classes_, top_k, self.threshold)
+        return _predictions(proba, self.classifier.classes_, top_k, self._rejected(vectors))
+
+    def _rejected(self, vectors: np.ndarray) -> np.ndarray | None:
+        """Which inputs the rejection rule answers "unknown" (``None`` without a rule)."""
+        return None if self.rejection is None else self.rejection.rejected(self.classifier, vectors)
+
+    @property
+    def threshold(self) -> float | None:
+        """The rejection threshold on the best class similarity (``None``: never reject)."""
+        return None if self.rejection is None else self.rejection.threshold
 
     def predict(self, items: Sequence[Any], *, top_k: int = 1) -> list[Prediction]:
         """Embed (cached) and classify items."""
@@ -248,9 +261,7 @@ class FewShotModel:
 
         Items labelled ``unknown_label`` are out of scope: right when rejected.
         """
-        return self.score_report_embeddings(
-            self.embed(items), labels, unknown_label=unknown_label
-        )
+        return self.score_report_embeddings(self.embed(items), labels, unknown_label=unknown_label)
 
     def score_report_embeddings(
         self, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray, *, unknown_label: Any = None
@@ -263,19 +274,21 @@ class FewShotModel:
         if unknown_label is not None and not unknown.any():
             warnings.warn(f"no item is labelled {unknown_label!r}", UserWarning, stacklevel=2)
         true = np.empty(len(y), dtype=object)
-        true[~unknown] = self.as_class_values([v for v, out in zip(y, unknown) if not out])
-        proba = self.classifier.predict_proba(vectors)
-        rejected = None if self.threshold is None else proba.max(1) < self.threshold
-        return score_predictions(
-            true, proba, self.classifier.classes_, rejected=rejected, unknown=unknown
+        true[~unknown] = self.as_class_values(
+            [v for v, out in zip(y, unknown, strict=True) if not out]
         )
+        proba = self.classifier.predict_proba(vectors)
+        return score_predictions(
+            true, proba, self.classifier.classes_, rejected=self._rejected(vectors),
+            unknown=unknown,
+        )  # fmt: skip
 
     def predict_transductive(
         self, items: Sequence[Any], *, method: str = "soft-kmeans", top_k: int = 1
     ) -> list[Prediction]:
         """Classify a batch of items together: the batch refines the classes first
         (:mod:`protoshot.transductive`). Each answer depends on the whole batch; the rejection
-        threshold, calibrated on inductive probabilities, is not applied."""
+        rule, a similarity to the shots, applies as it does to :meth:`predict`."""
         return self.predict_transductive_embeddings(self.embed(items), method=method, top_k=top_k)
 
     def predict_transductive_embeddings(
@@ -288,13 +301,26 @@ class FewShotModel:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         sums, counts = self.classifier.class_sums()
         proba = refine(sums, counts, self.classifier.normalized(vectors), method)
-        return _predictions(proba, self.classifier.classes_, top_k, None)
+        return _predictions(proba, self.classifier.classes_, top_k, self._rejected(vectors))
 
     # ------------------------------------------------------------------ open set
+    def calibrate_on_shots(self, *, accept: float = ACCEPT) -> Calibration:
+        """Set the rejection threshold from the model's own shots alone: it accepts ``accept``
+        of them, each scored with itself left out (no out-of-scope data needed)."""
+        self.rejection = from_shots(self.classifier, accept=accept)
+        return Calibration(self.rejection.threshold, self.rejection.rule)
+
+    def calibrate_on_traffic(self, items: Sequence[Any], *, unknown_rate: float) -> Calibration:
+        """Set the threshold that rejects ``unknown_rate`` of unlabelled traffic ``items`` (the
+        share of out-of-scope inputs, known from logs)."""
+        vectors = self.embed(items)
+        self.rejection = from_traffic(self.classifier, vectors, unknown_rate=unknown_rate)
+        return Calibration(self.rejection.threshold, self.rejection.rule)
+
     def calibrate(
         self, items: Sequence[Any], labels: Sequence[Any], *, false_accept_rate: float = 0.05
     ) -> Calibration:
-        """Choose the rejection threshold on held-out labelled items and set it.
+        """Set the rejection threshold from held-out labelled items.
 
         Items whose label is not one of the model's classes are the "unknowns": the threshold
         is the lowest one that accepts at most ``false_accept_rate`` of them. The known items
@@ -308,29 +334,19 @@ class FewShotModel:
         self, vectors: np.ndarray, labels: Sequence[Any], *, false_accept_rate: float = 0.05
     ) -> Calibration:
         """:meth:`calibrate` on already embedded items."""
-        if not 0 <= false_accept_rate < 1:
-            raise ValueError(f"false_accept_rate must be in [0, 1), got {false_accept_rate}")
         y = _labels(labels, len(vectors))
         known = np.isin(y, self.classifier.classes_)
-        if known.all() or not known.any():
-            raise ValueError(
-                "calibration needs held-out items of both known classes and unknown classes "
-                f"(got {int(known.sum())} known, {int((~known).sum())} unknown)"
-            )
-        proba = self.classifier.predict_proba(vectors)
-        best = proba.max(1)
-        unknown_best = np.sort(best[~known])
-        # accept p >= t: the smallest t with at most far * n_unknown unknowns at or above it
-        allowed = int(np.floor(false_accept_rate * len(unknown_best)))
-        threshold = float(np.nextafter(unknown_best[len(unknown_best) - allowed - 1], np.inf))
-        self.threshold = threshold
-        accepted = best >= threshold
-        pred = self.classifier.classes_[proba.argmax(1)]
+        self.rejection = from_held_out(
+            self.classifier, vectors, known, false_accept_rate=false_accept_rate
+        )
+        accepted = ~self.rejection.rejected(self.classifier, vectors)
+        right = accepted & (self.classifier.predict(vectors) == y)
         return Calibration(
-            threshold=threshold,
+            self.rejection.threshold,
+            self.rejection.rule,
             false_accept_rate=float(accepted[~known].mean()),
             known_accept_rate=float(accepted[known].mean()),
-            known_accuracy=float(np.mean(accepted[known] & (pred[known] == y[known]))),
+            known_accuracy=float(right[known].mean()),
             n_known=int(known.sum()),
             n_unknown=int((~known).sum()),
         )
@@ -346,7 +362,7 @@ class FewShotModel:
                 "modality": self.embedder.modality,
                 "dim": self.embedder.dim,
             },
-            "rejection": {"threshold": self.threshold},
+            "rejection": None if self.rejection is None else self.rejection.to_dict(),
         }
         return self.classifier.save(directory, overwrite=overwrite)
 
@@ -375,8 +391,8 @@ class FewShotModel:
                 f"{directory} was fitted with {str(info.get('fingerprint'))[:12]}...: its prototypes "
                 "would not match these vectors (other weights, preprocessing or version)"
             )
-        threshold = (classifier.metadata_.get("rejection") or {}).get("threshold")
-        return cls(embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size)
+        rejection = _read_rejection(classifier.metadata_.get("rejection"), embedder.dim, directory)
+        return cls(embedder, classifier, rejection=rejection, cache=cache, batch_size=batch_size)
 
     def as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
         """Labels from text (CLI, HTTP) converted to the classes' own type (``"3"`` -> ``3``)."""
@@ -409,13 +425,14 @@ def _labels(labels: Any, n: int) -> np.ndarray:
 
 
 def _predictions(
-    proba: np.ndarray, classes: np.ndarray, top_k: int, threshold: float | None
+    proba: np.ndarray, classes: np.ndarray, top_k: int, rejected: np.ndarray | None
 ) -> list[Prediction]:
-    """Answers from probabilities ``[n, n_classes]``: the top ``top_k``, rejected below ``threshold``."""
+    """Answers from probabilities ``[n, n_classes]``: the top ``top_k``, "unknown" where
+    ``rejected``."""
     k = min(top_k, proba.shape[1])
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     best = proba[np.arange(len(proba)), order[:, 0]]
-    rejected = np.zeros(len(proba), bool) if threshold is None else best < threshold
+    rejected = np.zeros(len(proba), bool) if rejected is None else rejected
     return [
         Prediction(
             UNKNOWN if rej else classes[idx[0]].item(),
@@ -436,7 +453,17 @@ def _check_described(descriptions: Mapping[Any, str], classes: np.ndarray) -> No
         )
 
 
-def _check_threshold(threshold: float | None) -> float | None:
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
-    return threshold
+def _read_rejection(data: Any, n_features: int, directory: Any) -> Rejection | None:
+    """The saved rejection rule; a probability threshold of an older version is dropped with
+    a warning (probabilities shrink as classes are added, so it would not survive updates)."""
+    if not data:
+        return None
+    if data.get("score") != "similarity":
+        warnings.warn(
+            f"{directory} has a rejection threshold on probabilities from an older version; it "
+            "is not applied: run `protoshot calibrate` again",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return Rejection.from_dict(data, n_features)

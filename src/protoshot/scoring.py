@@ -111,7 +111,9 @@ def score_predictions(
     if outside.shape != (n,) or rejected.shape != (n,):
         raise ValueError(f"unknown and rejected must mark each of the {n} rows")
     index = {label: i for i, label in enumerate(np.asarray(classes).tolist())}
-    missing = sorted({str(t) for t, out in zip(true, outside, strict=True) if not out and t not in index})
+    missing = sorted(
+        {str(t) for t, out in zip(true, outside, strict=True) if not out and t not in index}
+    )
     if missing:
         raise ValueError(
             f"{len(missing)} true labels are not classes of the model: {', '.join(missing[:10])} "
@@ -158,9 +160,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return low, 1.0 if successes == n else min(1.0, centre + half)
 
 
-def expected_calibration_error(
-    proba: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS
-) -> float:
+def expected_calibration_error(proba: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> float:
     """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width
     confidence bins weighted by their share of rows."""
     confidence = proba.max(1)
@@ -188,7 +188,9 @@ def _per_class(confusion: np.ndarray, classes: np.ndarray) -> tuple[list[ClassSc
     f1 = np.divide(2 * precision * recall, total, out=np.zeros(n_classes), where=total > 0)
     present = np.flatnonzero(support > 0)
     scores = [
-        ClassScore(classes[i].item(), float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+        ClassScore(
+            classes[i].item(), float(precision[i]), float(recall[i]), float(f1[i]), int(support[i])
+        )
         for i in present
     ]
     return scores, float(f1[present].mean()) if present.size else 0.0
@@ -203,7 +205,9 @@ def _confused_pairs(
     np.fill_diagonal(off, 0)
     flat = np.argsort(-off, axis=None, kind="stable")[:n_pairs]
     rows, cols = np.unravel_index(flat, off.shape)
-    return [(labels[r], labels[c], int(off[r, c])) for r, c in zip(rows, cols, strict=True) if off[r, c]]
+    return [
+        (labels[r], labels[c], int(off[r, c])) for r, c in zip(rows, cols, strict=True) if off[r, c]
+    ]
 
 
 def plot_confusion(report: ScoreReport, path: str | Path, *, title: str = "") -> Path:

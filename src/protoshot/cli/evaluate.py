@@ -159,7 +159,9 @@ def evaluate_command(
         Console().print(grid.table(title=title))
         if geometry is not None:
             Console().print(geometry.table(title="geometry of the embeddings, per normalisation"))
-        stderr().print("* best configuration at each shot count; ± is the half-width of the 95% confidence interval")
+        stderr().print(
+            "* best configuration at each shot count; ± is the half-width of the 95% confidence interval"
+        )
         if any(r.config.get("transductive") for r in grid):
             stderr().print(
                 "rows below the line are transductive (each episode's queries refine its "

@@ -97,10 +97,14 @@ def fit_command(
         float | None,
         typer.Option(help="Prototype methods: softmax temperature (default 1, cosine 0.1)."),
     ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(help="Answer 'unknown' below this top probability (see `calibrate`)."),
-    ] = None,
+    reject: Annotated[
+        bool,
+        typer.Option(
+            "--reject",
+            help="Answer 'unknown' to inputs unlike every class, with a threshold from your own "
+            "shots (it accepts 90% of them, each left out in turn); see `calibrate` for others.",
+        ),
+    ] = False,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
     force: Annotated[
@@ -145,7 +149,9 @@ def fit_command(
             _check_report_model(report, embedder, config)
             shots = float(np.median(np.unique(table.labels, return_counts=True)[1]))
             chosen = chosen_config(report, shots)
-            stderr().print(plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items())))
+            stderr().print(
+                plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
+            )
         chosen_method = chosen.pop("method", None)
         if method and method != chosen_method:
             chosen = {}  # the report's settings belong to another method
@@ -153,15 +159,15 @@ def fit_command(
         flags = {"metric": metric, "normalization": normalization, "temperature": temperature}
         options = _method_options(method, chosen, flags)
         classifier = create_estimator(method, device=device, **options)
-        few = FewShotModel(
-            embedder, classifier, threshold=threshold, cache=cache, batch_size=batch_size
-        )
+        few = FewShotModel(embedder, classifier, cache=cache, batch_size=batch_size)
         descriptions = None
         if class_descriptions is not None:
             texts = read_descriptions(class_descriptions)
             labels = labels_like(list(texts), np.unique(table.labels))
             descriptions = dict(zip(labels, texts.values(), strict=True))
         few.fit_embeddings(table.vectors, table.labels, class_descriptions=descriptions)
+        if reject:
+            few.calibrate_on_shots()
         with folder_lock(output, "protoshot fit"):
             few.save(output, overwrite=force)
     counts = few.class_counts().values()
@@ -170,11 +176,11 @@ def fit_command(
         f"method {few.method}{_selection(few)}, {time.perf_counter() - start:.1f} s -> "
         f"{plain(output)}"
     )
+    if few.rejection is not None:
+        stderr().print(f"rejects below similarity {few.threshold:.4f}: {few.rejection.rule}")
 
 
-def _method_options(
-    method: str, chosen: dict[str, Any], flags: dict[str, Any]
-) -> dict[str, Any]:
+def _method_options(method: str, chosen: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """Estimator options: the --config report's settings that ``method`` takes, overridden by
     the flags given; a flag the method does not take is an error."""
     from protoshot.estimators import create_estimator
@@ -237,7 +243,7 @@ def predict_command(
         typer.Option(
             help="soft-kmeans or sinkhorn: classify the inputs together, letting the batch "
             "refine the classes (answers depend on the whole batch; sinkhorn assumes the "
-            "classes in equal shares; no rejection threshold)."
+            "classes in equal shares)."
         ),
     ] = None,
     batch_size: BatchSizeOption = 32,
@@ -365,18 +371,35 @@ def remove_command(
 
 def calibrate_command(
     model_dir: ModelDir,
-    heldout: Annotated[
-        str,
+    data: Annotated[
+        str | None,
         typer.Argument(
-            help="Held-out labelled data with classes the model knows AND classes it does not."
+            help="Optional. Held-out labelled data with classes the model knows AND classes it "
+            "does not (for --far); or unlabelled traffic (with --expected-unknown-rate). "
+            "Without it the threshold comes from the model's own shots."
         ),
-    ],
+    ] = None,
     far: Annotated[
         float,
         typer.Option(
-            help="Target false-accept rate: the share of unknown-class inputs still accepted."
+            help="With labelled DATA: the target false-accept rate, the share of unknown-class "
+            "inputs still accepted."
         ),
     ] = 0.05,
+    expected_unknown_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="DATA is unlabelled traffic of which this share is out of scope (from your "
+            "logs): reject that share of it."
+        ),
+    ] = None,
+    accept: Annotated[
+        float,
+        typer.Option(help="Without DATA: the share of the model's own shots to accept."),
+    ] = 0.9,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report the threshold without saving it.")
+    ] = False,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
     batch_size: BatchSizeOption = 32,
@@ -385,26 +408,46 @@ def calibrate_command(
     no_cache: NoCacheOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Choose the 'unknown' threshold for a target false-accept rate, and save it in the model."""
+    """Choose the 'unknown' threshold on the similarity to the best class, and save it in the
+    model.
+
+    Three ways: from the model's own shots (no DATA: the default, no out-of-scope example
+    needed); from unlabelled traffic and its known out-of-scope share (--expected-unknown-rate);
+    from labelled held-out data with unknown classes (--far). The threshold keeps its meaning
+    when classes are added later.
+    """
     with user_errors(), folder_lock(model_dir, "protoshot calibrate"):
         from dataclasses import asdict
 
-        from protoshot.data import load_source
+        from protoshot.data import load_source, read_inputs
 
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
-        samples = load_source(heldout, text_column=text_column, label_column=label_column)
-        labels = few.as_class_values(list(samples.labels))
-        calibration = few.calibrate(samples.items, labels, false_accept_rate=far)
-        few.save(model_dir, overwrite=True)
+        if data is None:
+            if expected_unknown_rate is not None:
+                raise ValueError("--expected-unknown-rate needs DATA: unlabelled traffic")
+            calibration = few.calibrate_on_shots(accept=accept)
+        elif expected_unknown_rate is not None:
+            items, _, _ = read_inputs([data], [], few.embedder.modality, text_column=text_column)
+            calibration = few.calibrate_on_traffic(items, unknown_rate=expected_unknown_rate)
+        else:
+            samples = load_source(data, text_column=text_column, label_column=label_column)
+            labels = few.as_class_values(list(samples.labels))
+            calibration = few.calibrate(samples.items, labels, false_accept_rate=far)
+        if not dry_run:
+            few.save(model_dir, overwrite=True)
     if as_json:
-        typer.echo(json.dumps(asdict(calibration)))
+        typer.echo(json.dumps({**asdict(calibration), "saved": not dry_run}))
         return
     c = calibration
-    stderr().print(
-        f"threshold {c.threshold:.4f}: accepts {100 * c.false_accept_rate:.1f}% of {c.n_unknown} unknown-class "
-        f"inputs and {100 * c.known_accept_rate:.1f}% of {c.n_known} known ones "
-        f"({100 * c.known_accuracy:.1f}% accepted and right); saved in {plain(model_dir)}"
-    )
+    rates = ""
+    if c.false_accept_rate is not None:
+        rates = (
+            f"; on DATA it accepts {100 * c.false_accept_rate:.1f}% of {c.n_unknown} unknown-class "
+            f"inputs and {100 * c.known_accept_rate:.1f}% of {c.n_known} known ones "
+            f"({100 * c.known_accuracy:.1f}% accepted and right)"
+        )
+    where = "not saved (--dry-run)" if dry_run else f"saved in {plain(model_dir)}"
+    stderr().print(f"threshold {c.threshold:.4f}: {plain(c.rule)}{rates}; {where}")
 
 
 def _load(

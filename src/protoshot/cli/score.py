@@ -119,9 +119,7 @@ def _print_report(report: Any, threshold: float | None) -> None:
         table.add_row(plain(c.label), _pct(c.precision), _pct(c.recall), _pct(c.f1), str(c.support))
     out.print(table)
     if report.confused_pairs:
-        pairs = "; ".join(
-            f"{_name(t)} -> {_name(p)} ({n})" for t, p, n in report.confused_pairs
-        )
+        pairs = "; ".join(f"{_name(t)} -> {_name(p)} ({n})" for t, p, n in report.confused_pairs)
         out.print(plain(f"most confused (true -> answered): {pairs}"))
 
 

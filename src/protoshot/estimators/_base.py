@@ -1,7 +1,8 @@
 """What every protoshot estimator shares: labels, class names, normalisation, updates, saving.
 
-A subclass says which arrays it keeps per class (``_per_class``), whether it keeps the support
-rows themselves (``_keeps_rows``: a fitted head refits from them), how new shots enter its state
+Every estimator keeps its shots (``support_``, ``support_codes_``): a fitted head refits from
+them, and open-set rejection (:mod:`protoshot.openset`) compares a query with the nearest shot.
+A subclass says which arrays it keeps per class (``_per_class``), how new shots enter its state
 (:meth:`_absorb`), how it refits (:meth:`_refit`) and how it scores normalised queries
 (:meth:`_scores`). Classes can be added with shots, with a name alone (for methods that use
 names) or removed; all are exact updates.
@@ -42,9 +43,6 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     _params: ClassVar[tuple[str, ...]]
     #: Per-class arrays (first axis = class), besides the class names.
     _per_class: ClassVar[tuple[str, ...]] = ()
-    #: Whether the support rows are kept (``support_``, ``support_codes_``).
-    _keeps_rows: ClassVar[bool] = False
-
     normalization: str
     center: np.ndarray | None
     device: str | None
@@ -88,9 +86,8 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         n, d = len(self.classes_), self.n_features_in_
         self.names_, self.named_ = np.zeros((n, d)), np.zeros(n, dtype=bool)
         self._reset(n, d)
-        if self._keeps_rows:
-            self.support_ = np.zeros((0, d), dtype=np.float32)
-            self.support_codes_ = np.zeros(0, dtype=np.int64)
+        self.support_ = np.zeros((0, d), dtype=np.float32)
+        self.support_codes_ = np.zeros(0, dtype=np.int64)
         self.metadata_: dict[str, Any] = getattr(self, "metadata_", {})
 
     def _adopt(self, source: FewShotEstimator) -> None:
@@ -146,11 +143,9 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         with self._all_or_nothing():
             for name in (*self._per_class, "names_", "named_"):
                 setattr(self, name, getattr(self, name)[keep])
-            if self._keeps_rows:
-                rows = keep[self.support_codes_]
-                new_code = np.cumsum(keep) - 1
-                self.support_ = self.support_[rows]
-                self.support_codes_ = new_code[self.support_codes_[rows]]
+            rows = keep[self.support_codes_]
+            self.support_ = self.support_[rows]
+            self.support_codes_ = (np.cumsum(keep) - 1)[self.support_codes_[rows]]
             self.classes_ = self.classes_[keep]
             self._refit()
         return self
@@ -159,22 +154,22 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     def shot_counts_(self) -> np.ndarray:
         """int64 [n_classes]: shots per class (a class known by its name alone has 0)."""
         check_is_fitted(self)
-        if self._keeps_rows:
-            return np.bincount(self.support_codes_, minlength=len(self.classes_))
-        return np.asarray(self.counts_)
+        if "counts_" in self._per_class:  # kept counts also cover shots saved before rows were
+            return np.asarray(self.counts_)
+        return np.bincount(self.support_codes_, minlength=len(self.classes_))
 
     def class_sums(self, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class sums ``[C, D]`` and counts ``[C]`` of the normalised shots, a class known by
         its name alone counting its normalised name as one shot (for transductive refinement)."""
         check_is_fitted(self)
-        if self._keeps_rows:
+        if "sums_" in self._per_class:
+            sums = torch.as_tensor(self.sums_, dtype=dtype)
+            counts = torch.as_tensor(self.counts_)
+        else:
             x = self._normalized(torch.as_tensor(self.support_).to(dtype))
             codes = torch.as_tensor(self.support_codes_)
             sums, counts = class_sums_tensors(x[None], codes[None], len(self.classes_))
             sums, counts = sums[0], counts[0]
-        else:
-            sums = torch.as_tensor(self.sums_, dtype=dtype)
-            counts = torch.as_tensor(self.counts_)
         names, named = self._named_tensors(sums)
         if names is not None and named is not None:
             empty = named & (counts == 0)
@@ -225,8 +220,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._per_class}
         if self.named_.any():
             arrays |= {"names": self.names_, "named": self.named_.astype(np.uint8)}
-        if self._keeps_rows:
-            arrays |= {"support": self.support_, "support_codes": self.support_codes_}
+        arrays |= {"support": self.support_, "support_codes": self.support_codes_}
         if self.center_ is not None:
             arrays["center"] = self.center_
         config = {
@@ -270,8 +264,9 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         model.named_ = arrays.get("named", np.zeros(n, dtype=np.uint8)).astype(bool)
         for name in cls._per_class:
             setattr(model, name, arrays[name.rstrip("_")])
-        if cls._keeps_rows:
-            model.support_, model.support_codes_ = arrays["support"], arrays["support_codes"]
+        # prototype folders written before every method kept its shots have sums and no rows
+        model.support_ = arrays.get("support", np.zeros((0, d), dtype=np.float32))
+        model.support_codes_ = arrays.get("support_codes", np.zeros(0, dtype=np.int64))
         shapes = {name: getattr(model, name).shape[:1] for name in (*cls._per_class, "names_")}
         if any(shape != (n,) for shape in shapes.values()) or model.names_.shape[1:] != (d,):
             raise ValueError(
@@ -354,8 +349,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             grown = np.zeros((len(merged), *array.shape[1:]), dtype=array.dtype)
             grown[old] = array
             setattr(self, name, grown)
-        if self._keeps_rows:
-            self.support_codes_ = old[self.support_codes_]
+        self.support_codes_ = old[self.support_codes_]
         self.classes_ = merged
         return np.searchsorted(merged, labels)
 

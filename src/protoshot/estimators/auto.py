@@ -40,7 +40,6 @@ class AutoClassifier(FewShotEstimator):
 
     method = "auto"
     _params = ("normalization",)
-    _keeps_rows = True
 
     def __init__(
         self,

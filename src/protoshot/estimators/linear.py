@@ -49,7 +49,6 @@ class LinearClassifier(FewShotEstimator):
 
     method = "linear"
     _params = ("normalization", "penalty", "temperature", "prior_weight", "max_iter")
-    _keeps_rows = True
 
     def __init__(
         self,

@@ -41,7 +41,6 @@ class MahalanobisClassifier(FewShotEstimator):
 
     method = "mahalanobis"
     _params = ("normalization", "shrinkage")
-    _keeps_rows = True
 
     def __init__(
         self,

@@ -107,6 +107,7 @@ class PrototypeClassifier(FewShotEstimator):
         self.counts_ = np.zeros(n_classes, dtype=np.int64)
 
     def _absorb(self, X: np.ndarray, codes: np.ndarray) -> None:
+        super()._absorb(X, codes)
         x = self._normalized(torch.tensor(X, dtype=torch.float64))
         sums, counts = class_sums_tensors(
             x[None], torch.from_numpy(codes)[None], len(self.classes_)

@@ -45,7 +45,7 @@ class PredictionOut(BaseModel):
     probability: float = Field(description="Probability of the most probable class.")
     top_k: list[TopK] = Field(description="The `top_k` most probable classes, best first.")
     rejected: bool = Field(
-        description="True when the best probability is below the model's rejection threshold."
+        description="True when no class is similar enough: the best class similarity is below the model's rejection threshold."
     )
 
 
@@ -65,7 +65,7 @@ class ModelInfo(BaseModel):
     modality: str = Field(description="What it embeds: `text`, `image` or `any`.")
     classes: int = Field(description="Number of classes.")
     threshold: float | None = Field(
-        description="Rejection threshold on the best probability (null: never reject)."
+        description="Rejection threshold on the best class similarity (null: never reject)."
     )
 
 
