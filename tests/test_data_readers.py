@@ -9,7 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from protoshot.data import load_source, read_hf_dataset, read_image_folder, read_table
+from protoshot.data import (
+    load_source,
+    read_hf_dataset,
+    read_image_folder,
+    read_table,
+    read_text_column,
+)
 from tests._embed_fixtures import write_images
 
 
@@ -59,10 +65,10 @@ def test_read_table_without_a_detectable_column_lists_the_columns(tmp_path: Path
 
 def test_read_table_rejects_bad_rows_and_files(tmp_path: Path) -> None:
     missing = _write_rows(tmp_path / "m.jsonl", [{"text": "a", "label": None}])
-    with pytest.raises(ValueError, match=r"m.jsonl, row 0: the label is missing"):
+    with pytest.raises(ValueError, match=r"m.jsonl, row 1: the label is missing"):
         read_table(missing)
     numeric = _write_rows(tmp_path / "n.jsonl", [{"text": 5, "label": "a"}])
-    with pytest.raises(ValueError, match="row 0: text must be a string, got 5"):
+    with pytest.raises(ValueError, match="row 1: text must be a string, got 5"):
         read_table(numeric)
     broken = tmp_path / "b.jsonl"
     broken.write_text('{"text": "a", "label": "x"}\n{"text": \n')
@@ -120,7 +126,9 @@ def test_hf_dataset_saved_to_disk(tmp_path: Path) -> None:
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "dd")
     train.save_to_disk(tmp_path / "single")
 
-    both = load_source(tmp_path / "dd")
+    with pytest.raises(ValueError, match=r"holds the splits train, test: name one .*dd:train"):
+        load_source(tmp_path / "dd")  # never train and test merged by accident
+    both = load_source(f"{tmp_path / 'dd'}:all")
     assert both.items == ["bad", "good", "fine", "meh"]
     assert both.labels.tolist() == ["neg", "pos", "pos", "neg"]
     assert both.ids.tolist() == ["train/0", "train/1", "train/2", "test/0"]
@@ -175,3 +183,34 @@ def test_readable_class_names(label, name) -> None:
     from protoshot.labels import readable_name
 
     assert readable_name(label) == name
+
+
+@pytest.mark.parametrize(
+    ("content", "given"),
+    [
+        ("text;label\nhello, world;greet\nbye;leave\n", None),  # a European export
+        ("text\tlabel\nhello, world\tgreet\nbye\tleave\n", None),
+        ("text|label\nhello, world|greet\nbye|leave\n", "|"),
+        ("text\tlabel\nhello, world\tgreet\nbye\tleave\n", "tab"),
+    ],
+)
+def test_csv_delimiter_detected_or_given(tmp_path: Path, content: str, given: str | None) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    samples = load_source(path, delimiter=given)
+    assert samples.items == ["hello, world", "bye"]
+    assert samples.labels.tolist() == ["greet", "leave"]
+    texts, others = read_text_column(path, delimiter=given)
+    assert texts == ["hello, world", "bye"] and others[0] == {"label": "greet"}
+
+
+def test_table_rows_are_numbered_from_one_and_empty_texts_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\nfine,a\n   ,b\n")
+    with pytest.raises(ValueError, match=r"data.csv, row 2: the text is empty"):
+        load_source(path)
+    path.write_text("text,label\nfine,a\nalso fine,\n")
+    with pytest.raises(ValueError, match=r"data.csv, row 2: the label is missing"):
+        load_source(path)
+    with pytest.raises(ValueError, match="a delimiter is one character"):
+        load_source(path, delimiter=";;")

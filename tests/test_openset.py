@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from protoshot import PrototypeClassifier
 from protoshot.estimators import create_estimator
-from protoshot.maths.openset import class_similarity, leave_one_out_similarity
+from protoshot.maths.openset import MIX, class_similarity, leave_one_out_similarity
 from protoshot.openset import Rejection, from_held_out, from_shots, from_traffic
 
 
@@ -19,7 +19,7 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-12 else v * 0
 
 
-def naive_similarity(q, shots, codes, names, named, center, mix=0.5, leave_out=None):
+def naive_similarity(q, shots, codes, names, named, center, mix=MIX, leave_out=None):
     """s_c(q) by loops; ``leave_out`` drops one shot (by position) from every comparison."""
     out = []
     for c in range(len(names)):

@@ -86,7 +86,7 @@ class Rejection:
         return cls(float(threshold), center, str(data.get("rule", "")), float(mix))
 
 
-def from_shots(classifier: Any, *, accept: float = ACCEPT) -> Rejection:
+def from_shots(classifier: Any, *, accept: float = ACCEPT, mix: float = MIX) -> Rejection:
     """The train-only threshold: it accepts ``accept`` of the model's own shots, each scored
     with itself left out of its class."""
     if not 0 < accept <= 1:
@@ -95,10 +95,10 @@ def from_shots(classifier: Any, *, accept: float = ACCEPT) -> Rejection:
     shots, codes, names, named = _classes(classifier)
     if len(shots) < 2:
         raise ValueError("a threshold from the shots needs at least 2 shots")
-    scores = leave_one_out_similarity(shots, codes, names, named, torch.as_tensor(center))
+    scores = leave_one_out_similarity(shots, codes, names, named, torch.as_tensor(center), mix=mix)
     threshold = _quantile(scores.numpy(), 1 - accept)
     rule = f"accepts {100 * accept:g}% of the model's {len(shots)} shots, each left out in turn"
-    return Rejection(threshold, center, rule)
+    return Rejection(threshold, center, rule, mix)
 
 
 def from_traffic(classifier: Any, vectors: np.ndarray, *, unknown_rate: float) -> Rejection:

@@ -74,6 +74,7 @@ def load_source(
     label_column: str | None = None,
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
+    delimiter: str | None = None,
 ) -> Samples:
     """Load samples from a path or a benchmark name.
 
@@ -89,6 +90,8 @@ def load_source(
         Data dir for benchmark names (see :func:`data_dir`).
     download : bool
         Fetch a missing benchmark.
+    delimiter : str, optional
+        CSV delimiter (default: detected from the header line).
 
     Examples
     --------
@@ -97,10 +100,10 @@ def load_source(
     """
     path = Path(source)
     if path.exists():
-        return _load_path(path, None, text_column, label_column)
+        return _load_path(path, None, text_column, label_column, delimiter)
     base, sep, split = str(source).rpartition(":")
     if sep and Path(base).is_dir():
-        return _load_path(Path(base), split, text_column, label_column)
+        return _load_path(Path(base), split, text_column, label_column, delimiter)
     name, split = (base, split) if sep else (str(source), "")
     if name in BENCHMARKS:
         return load_benchmark(name, split or None, root=root, download=download)
@@ -110,12 +113,18 @@ def load_source(
 
 
 def _load_path(
-    path: Path, split: str | None, text_column: str | None, label_column: str | None
+    path: Path,
+    split: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    delimiter: str | None,
 ) -> Samples:
     if path.is_file():
         if path.suffix.lower() in (".npz", ".npy"):
             raise ValueError(f"{path} holds embeddings already: read it with load_table()")
-        return read_table(path, text_column=text_column, label_column=label_column)
+        return read_table(
+            path, text_column=text_column, label_column=label_column, delimiter=delimiter
+        )
     if _is_hf_dataset(path):
         return read_hf_dataset(
             path, split=split, text_column=text_column, label_column=label_column

@@ -74,12 +74,35 @@ def _read_text(path: Path, encoding: str | None = None) -> str:
         return data.decode("latin-1")
 
 
-def _rows_csv(path: Path, encoding: str | None) -> tuple[list[str], list[dict[str, Any]]]:
+def _rows_csv(
+    path: Path, encoding: str | None, delimiter: str | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
     text = _read_text(path, encoding)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.DictReader(
+        io.StringIO(text, newline=""), delimiter=_delimiter(path, text, delimiter)
+    )
     rows = list(reader)
     return list(reader.fieldnames or []), rows
+
+
+#: Delimiters a CSV header is searched for, most usual first (European exports use ``;``).
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _delimiter(path: Path, text: str, given: str | None) -> str:
+    """The given delimiter (``tab`` or ``\\t`` for a tab), else a tab for ``.tsv``, else the
+    one the header line holds most of (a comma when it holds none)."""
+    if given is not None:
+        given = "\t" if given in ("tab", "\\t") else given
+        if len(given) != 1:
+            raise ValueError(f"a delimiter is one character (or 'tab'), got {given!r}")
+        return given
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])  # ties to the earlier, more usual one
+    return best if counts[best] else ","
 
 
 def _rows_jsonl(path: Path, encoding: str | None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -111,6 +134,7 @@ def read_table(
     text_column: str | None = None,
     label_column: str | None = None,
     encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> Samples:
     """Read texts and labels from a CSV, TSV, JSONL or Parquet file.
 
@@ -123,6 +147,9 @@ def read_table(
         (case-insensitive).
     encoding : str, optional
         Text encoding; default UTF-8, falling back to Latin-1 with a warning.
+    delimiter : str, optional
+        CSV delimiter; default: a tab for ``.tsv``, else detected from the header line
+        (``,``, ``;``, tab or ``|``).
 
     Returns
     -------
@@ -148,8 +175,10 @@ def read_table(
         table = _rows_parquet(path, choose)
         texts, labels = table[chosen["text"]], table[chosen["label"]]
     elif suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        reader = _rows_csv if suffix in (".csv", ".tsv") else _rows_jsonl
-        columns, rows = reader(path, encoding)
+        if suffix in (".csv", ".tsv"):
+            columns, rows = _rows_csv(path, encoding, delimiter)
+        else:
+            columns, rows = _rows_jsonl(path, encoding)
         text_key, label_key = choose(columns)
         texts = [row.get(text_key) for row in rows]
         labels = [row.get(label_key) for row in rows]
@@ -157,9 +186,11 @@ def read_table(
         raise ValueError(
             f"cannot read {path}: expected a .csv, .tsv, .jsonl, .ndjson or .parquet file"
         )
-    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True), start=1):
         if not isinstance(text, str):
             raise ValueError(f"{path}, row {i}: text must be a string, got {text!r}")
+        if not text.strip():
+            raise ValueError(f"{path}, row {i}: the text is empty")
         if label is None or label == "":
             raise ValueError(f"{path}, row {i}: the label is missing")
     return _samples(list(texts), labels, [str(i) for i in range(len(texts))], "text")
@@ -258,7 +289,8 @@ def read_hf_dataset(
     path : path
         The saved ``Dataset`` or ``DatasetDict``.
     split : str, optional
-        A split of a ``DatasetDict``; default: all splits, ids prefixed by the split.
+        A split of a ``DatasetDict``, or ``"all"`` for every split (ids prefixed by the
+        split); required when there are several, so train and test never merge by accident.
     text_column, label_column : str, optional
         Default: the first present of ``TEXT_COLUMNS`` (then ``IMAGE_COLUMNS``) /
         ``LABEL_COLUMNS``. An image column gives image samples (PIL images).
@@ -277,7 +309,12 @@ def read_hf_dataset(
     path = Path(path)
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
-        if split is not None:
+        if split is None and len(loaded) > 1:
+            raise ValueError(
+                f"{path} holds the splits {', '.join(loaded)}: name one ({path}:{next(iter(loaded))}), "
+                f"or {path}:all to merge them (never train and test together by accident)"
+            )
+        if split not in (None, "all"):
             if split not in loaded:
                 raise ValueError(f"{path} has no split {split!r}; splits: {list(loaded)}")
             return _read_hf_split(loaded[split], path, text_column, label_column)
@@ -316,7 +353,12 @@ def _read_hf_split(
 
 
 def read_inputs(
-    inputs: list[str], texts: list[str], modality: str, *, text_column: str | None = None
+    inputs: list[str],
+    texts: list[str],
+    modality: str,
+    *,
+    text_column: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
     """Items to classify, a display name for each, and each item's other columns.
 
@@ -350,7 +392,7 @@ def read_inputs(
             names += [str(p) for p in files]
             columns += [{} for _ in files]
         elif Path(source).suffix.lower() in TABLE_SUFFIXES:
-            found, others = read_text_column(source, text_column=text_column)
+            found, others = read_text_column(source, text_column=text_column, delimiter=delimiter)
             items += found
             names += found
             columns += others
@@ -369,7 +411,11 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 
 
 def read_text_column(
-    path: str | os.PathLike[str], *, text_column: str | None = None, encoding: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    text_column: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The texts of a table's text column (named, or the first of ``TEXT_COLUMNS``), and each
     row's other columns (ids, true labels...), so that predictions can carry them."""
@@ -380,9 +426,10 @@ def read_text_column(
         data = _rows_parquet(path, lambda names: names)
         keys = list(data)
         rows = [dict(zip(keys, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        keys, rows = _rows_jsonl(path, encoding)
     else:
-        reader = _rows_jsonl if path.suffix.lower() in (".jsonl", ".ndjson") else _rows_csv
-        keys, rows = reader(path, encoding)
+        keys, rows = _rows_csv(path, encoding, delimiter)
     key = _pick_column(keys, text_column, TEXT_COLUMNS, "text", path)
     texts = []
     for i, row in enumerate(rows):
