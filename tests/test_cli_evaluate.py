@@ -85,6 +85,12 @@ def test_all_class_protocol(banking_table: Path, tmp_path: Path) -> None:
     jsonschema.validate(report, json_schema())
     assert {r["config"]["n_way"] for r in report["results"]} == {12}
     assert all(r["n_episodes"] == 5 for r in report["results"])
+    assert all(0 < r["macro_f1"] <= 1 for r in report["results"])
+    code, out, err = run(
+        "evaluate", str(train), "--protocol", "all-class", "--test", str(test), "--shots", "5",
+        "--episodes", "2", "--normalizations", "cl2n", "--metrics", "cosine",
+    )  # fmt: skip
+    assert code == 0 and "macro-F1 %" in out, err  # unbalanced queries: the column is shown
 
 
 @pytest.mark.parametrize(

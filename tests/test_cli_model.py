@@ -420,7 +420,6 @@ def test_fit_takes_its_settings_from_an_evaluate_report(
 
 def test_calibration_survives_add(text_model: Path, banking_csv, cache_dir: Path, tmp_path) -> None:
     """The issue's sequence: calibrate, add a class from one text, predict that text."""
-    _, heldout, _ = banking_csv
     cache = ("--cache-dir", str(cache_dir))
     code, out, err = run("calibrate", str(text_model), "--json", *cache)  # from the shots alone
     assert code == 0, err
@@ -462,3 +461,55 @@ def test_calibrate_on_traffic_and_dry_run(
     assert code == 1 and "--expected-unknown-rate needs DATA" in err
     code, _, err = run("calibrate", str(text_model), "--dry-run", *cache)
     assert code == 0 and "not saved (--dry-run)" in err
+
+
+def test_embedding_tables_with_other_names_and_npy_with_labels(
+    banking_table: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(banking_table)
+    renamed = tmp_path / "renamed.parquet"
+    pq.write_table(table.rename_columns(["key", "intent", "vec"]), renamed)
+    vectors = np.stack(table.column("embedding").to_pylist()).astype(np.float32)
+    np.save(tmp_path / "x.npy", vectors)
+    (tmp_path / "y.txt").write_text("\n".join(table.column("label").to_pylist()) + "\n")
+    cache = ("--cache-dir", str(cache_dir))
+    folder = tmp_path / "model"
+    code, _, err = run(
+        "fit", str(renamed), "-m", "minilm", "-o", str(folder), "--embedding-column", "vec",
+        "--label-column", "intent", "--method", "prototypes", *cache,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "12 classes, 40-40 shots each" in err
+    npy = ("--labels", str(tmp_path / "y.txt"))
+    code, out, err = run("score", str(folder), str(tmp_path / "x.npy"), *npy, "--json", *cache)
+    assert code == 0, err
+    assert json.loads(out)["n"] == 480
+    code, out, err = run(
+        "evaluate", str(tmp_path / "x.npy"), *npy, "--shots", "1", "--episodes", "5", "--json"
+    )
+    assert code == 0, err
+    assert {r["config"]["n_shot"] for r in json.loads(out)["results"]} == {1}
+    code, _, err = run("evaluate", str(tmp_path / "x.npy"), "--shots", "1", "--episodes", "5")
+    assert code == 1 and "holds vectors only: give its labels (--labels FILE" in err
+
+
+def test_semicolon_csv_end_to_end(banking_csv, cache_dir: Path, tmp_path: Path) -> None:
+    support, _, _ = banking_csv
+    with open(support, newline="") as f:
+        rows = list(csv.DictReader(f))
+    semicolons = tmp_path / "support.csv"
+    with open(semicolons, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["text", "category"], delimiter=";")
+        writer.writeheader()
+        writer.writerows(rows)
+    cache = ("--cache-dir", str(cache_dir))
+    folder = tmp_path / "model"
+    code, _, err = run("fit", str(semicolons), "-m", "minilm", "-o", str(folder), *cache)
+    assert code == 0 and "6 classes, 5-5 shots each" in err, err
+    code, out, err = run("predict", str(folder), str(semicolons), "--format", "jsonl", *cache)
+    assert code == 0, err
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a["columns"]["category"] for a in answers] == [r["category"] for r in rows]
+    assert np.mean([a["label"] == a["columns"]["category"] for a in answers]) > 0.9

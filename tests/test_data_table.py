@@ -126,7 +126,7 @@ def test_read_arrays(tmp_path: Path) -> None:
     np.save(tmp_path / "v.npy", vectors)
     np.save(tmp_path / "l.npy", np.array(["a", "b", "a"]))
     assert read_arrays(tmp_path / "v.npy", labels=tmp_path / "l.npy").classes == ["a", "b"]
-    with pytest.raises(ValueError, match=r"v.npy holds vectors only: pass labels="):
+    with pytest.raises(ValueError, match=r"v.npy holds vectors only: give its labels"):
         read_arrays(tmp_path / "v.npy")
     np.savez(tmp_path / "o.npz", embeddings=vectors, labels=np.array([{}, {}, {}]))
     with pytest.raises(ValueError, match="object arrays, which protoshot never unpickles"):

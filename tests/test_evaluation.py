@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protoshot import (
@@ -134,7 +134,8 @@ def test_result_objects_print_and_serialise(blobs) -> None:
     assert "(95% CI, 30 episodes)" in str(result)
     d = json.loads(json.dumps(result.to_dict(per_episode=True)))
     assert d["n_episodes"] == 30 and len(d["per_episode"]) == 30
-    assert set(d) == {"mean", "std", "ci95", "n_episodes", "config", "per_episode"}
+    assert set(d) == {"mean", "std", "ci95", "n_episodes", "config", "per_episode", "macro_f1"}
+    assert 0 < d["macro_f1"] <= 1
     grid = evaluate_grid(
         x, y, shots=(1,), n_query=2, n_episodes=10, metrics=["cosine"], normalizations=["l2"]
     )
@@ -215,3 +216,27 @@ def test_best_per_shot_and_the_config_fit_reads(blobs) -> None:
     assert chosen_config(old, 1)["method"] == report["best"]["method"]
     with pytest.raises(ValueError, match="not a `protoshot evaluate --json` report"):
         chosen_config({"results": []}, 1)
+
+
+@given(st.integers(0, 10_000), st.integers(2, 6), st.integers(1, 40))
+@settings(max_examples=40, deadline=None)
+def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -> None:
+    from sklearn.metrics import f1_score
+
+    from protoshot.evaluation.engine import _scores_metrics
+
+    rng = np.random.default_rng(seed)
+    target = torch.as_tensor(rng.integers(0, n_way, (3, n_query)))  # unbalanced, some ways absent
+    pred = torch.where(
+        torch.as_tensor(rng.random((3, n_query)) < 0.6),
+        target,
+        torch.as_tensor(rng.integers(0, n_way, (3, n_query))),
+    )
+    accuracy, macro = _scores_metrics(pred, target, n_way)
+    for e in range(3):
+        present = np.unique(target[e].numpy())
+        expected = f1_score(
+            target[e].numpy(), pred[e].numpy(), labels=present, average="macro", zero_division=0
+        )
+        assert macro[e].item() == pytest.approx(expected)
+        assert accuracy[e].item() == pytest.approx(np.mean(pred[e].numpy() == target[e].numpy()))

@@ -81,7 +81,7 @@ def test_similarity_of_a_shot_to_its_own_class_is_one_and_chunks_agree(monkeypat
 
 
 def _fitted(method: str = "prototypes"):
-    x, codes, names, named, _ = case(5, n_classes=5, shots=6, dim=8)
+    x, codes, *_ = case(5, n_classes=5, shots=6, dim=8)
     model = create_estimator(method).fit(x.astype(np.float32), codes)
     return model, x
 
@@ -103,7 +103,7 @@ def test_from_shots_accepts_that_share_of_the_shots(method: str) -> None:
 
 
 def test_threshold_survives_new_classes() -> None:
-    model, x = _fitted()
+    model, _ = _fitted()
     rejection = from_shots(model)
     probe = np.random.default_rng(9).normal(size=(20, 8))
     before = rejection.best_similarity(model, probe)
@@ -136,9 +136,9 @@ def test_round_trip_checks_every_field() -> None:
     again = Rejection.from_dict(rejection.to_dict(), 8)
     assert again.threshold == rejection.threshold and again.rule == rejection.rule
     np.testing.assert_array_equal(again.center, rejection.center)
-    with pytest.raises(ValueError, match="rejection.center must be 9 finite numbers"):
+    with pytest.raises(ValueError, match=r"rejection\.center must be 9 finite numbers"):
         Rejection.from_dict(rejection.to_dict(), 9)
-    with pytest.raises(ValueError, match="rejection.threshold must be a finite number"):
+    with pytest.raises(ValueError, match=r"rejection\.threshold must be a finite number"):
         Rejection.from_dict({**rejection.to_dict(), "threshold": "high"}, 8)
     with pytest.raises(ValueError, match=r"rejection.mix must be in \[0, 1\]"):
         Rejection.from_dict({**rejection.to_dict(), "mix": 2}, 8)

@@ -313,7 +313,12 @@ class FewShotModel:
     def calibrate_on_traffic(self, items: Sequence[Any], *, unknown_rate: float) -> Calibration:
         """Set the threshold that rejects ``unknown_rate`` of unlabelled traffic ``items`` (the
         share of out-of-scope inputs, known from logs)."""
-        vectors = self.embed(items)
+        return self.calibrate_on_traffic_embeddings(self.embed(items), unknown_rate=unknown_rate)
+
+    def calibrate_on_traffic_embeddings(
+        self, vectors: np.ndarray, *, unknown_rate: float
+    ) -> Calibration:
+        """:meth:`calibrate_on_traffic` for items already embedded by this model's embedder."""
         self.rejection = from_traffic(self.classifier, vectors, unknown_rate=unknown_rate)
         return Calibration(self.rejection.threshold, self.rejection.rule)
 

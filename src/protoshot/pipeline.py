@@ -69,22 +69,39 @@ def labelled_embeddings(
     *,
     text_column: str | None = None,
     label_column: str | None = None,
+    embedding_column: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    delimiter: str | None = None,
     cache: CacheArg = True,
     batch_size: int = 32,
 ) -> EmbeddingTable:
     """Labelled vectors of ``embedder`` from any source: an embedding table it made (nothing
     is embedded again; see :func:`embedded_table`) or raw labelled data, embedded through the
     cache."""
-    table = embedded_table(source, embedder)
+    table = embedded_table(
+        source, embedder, embedding_column=embedding_column, label_column=label_column,
+        labels=labels,
+    )  # fmt: skip
     if table is not None:
         return table
-    samples = load_source(source, text_column=text_column, label_column=label_column)
+    samples = load_source(
+        source, text_column=text_column, label_column=label_column, delimiter=delimiter
+    )
     return embed_samples(samples, embedder, cache=cache, batch_size=batch_size, progress=None)[0]
 
 
-def is_table(source: str | os.PathLike[str]) -> bool:
-    """Whether ``source`` is a file of embeddings (Parquet table or numpy arrays)."""
-    return Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file()
+def is_table(source: str | os.PathLike[str], embedding_column: str | None = None) -> bool:
+    """Whether ``source`` is a file of embeddings: numpy arrays, or a Parquet file with a
+    column of vectors (``embedding_column``, default ``embedding``; other Parquet files hold
+    raw data)."""
+    path = Path(source)
+    if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
+        return False
+    if path.suffix.lower() != ".parquet":
+        return True
+    import pyarrow.parquet as pq
+
+    return (embedding_column or "embedding") in pq.read_schema(path).names
 
 
 def load_embeddings(
@@ -93,6 +110,9 @@ def load_embeddings(
     *,
     text_column: str | None = None,
     label_column: str | None = None,
+    embedding_column: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    delimiter: str | None = None,
     cache: CacheArg = True,
     batch_size: int = 32,
     device: str | None = None,
@@ -101,21 +121,27 @@ def load_embeddings(
 ) -> tuple[EmbeddingTable, CacheStats | None]:
     """An embedding table from a table file, or from a raw source embedded with ``model``.
 
+    The column options name a table's columns (see :func:`protoshot.data.load_table` and
+    :func:`protoshot.data.load_source`); ``labels`` gives the labels of an ``.npy``.
+
     Raises
     ------
     ValueError
         If ``source`` is raw data and no ``model`` is given, or a table was made by another model.
     """
-    if is_table(source):
-        table = load_table(source)
+    if is_table(source, embedding_column):
+        table = load_table(
+            source, labels=labels, embedding_column=embedding_column, label_column=label_column
+        )
         if isinstance(model, str) and table.model and table.model != model:
             raise ValueError(f"{source} was embedded with {table.model!r}, not {model!r}")
         return table, None
     if model is None:
         raise ValueError(f"{source} is not an embedding table: pass --model to embed it")
     samples = load_source(
-        source, text_column=text_column, label_column=label_column, download=download
-    )
+        source, text_column=text_column, label_column=label_column, download=download,
+        delimiter=delimiter,
+    )  # fmt: skip
     embedder = embedder_for(model, device=device, cache=cache)
     return embed_samples(samples, embedder, cache=cache, batch_size=batch_size, progress=progress)
 
@@ -166,24 +192,28 @@ def read_descriptions(path: str | os.PathLike[str]) -> dict[str, str]:
     return {row[0].strip(): row[1].strip() for row in rows}
 
 
-def embedded_table(path: str | os.PathLike[str], embedder: Embedder) -> EmbeddingTable | None:
-    """The embedding table at ``path`` (Parquet from ``protoshot embed``, ``.npz`` / ``.npy``),
-    checked to come from ``embedder``; ``None`` when ``path`` holds raw data to embed.
+def embedded_table(
+    path: str | os.PathLike[str],
+    embedder: Embedder,
+    *,
+    embedding_column: str | None = None,
+    label_column: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+) -> EmbeddingTable | None:
+    """The embedding table at ``path`` (Parquet from ``protoshot embed`` or with a vectors
+    column ``embedding_column``, ``.npz`` / ``.npy`` with ``labels``), checked to come from
+    ``embedder``; ``None`` when ``path`` holds raw data to embed.
 
     Raises
     ------
     ValueError
         If the table was embedded by another model (another fingerprint) or has another dimension.
     """
-    suffix = Path(path).suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        if "embedding" not in pq.read_schema(path).names:
-            return None
-    elif suffix not in (".npz", ".npy"):
+    if not is_table(path, embedding_column):
         return None
-    table = load_table(path)
+    table = load_table(
+        path, labels=labels, embedding_column=embedding_column, label_column=label_column
+    )
     if table.fingerprint and table.fingerprint != embedder.fingerprint:
         raise ValueError(
             f"{path} was embedded by {table.model or 'another model'} ({table.fingerprint[:12]}), "

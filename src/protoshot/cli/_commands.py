@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protoshot.cli import app, demo, embed, evaluate, inspect, model, score, serve
+from protoshot.cli import app, demo, embed, evaluate, inspect, model, score, serve, tools
 
-for module in (demo, embed, evaluate, inspect, model, score, serve):
+for module in (demo, embed, evaluate, inspect, model, score, serve, tools):
     module.register(app)

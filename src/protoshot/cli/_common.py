@@ -27,6 +27,24 @@ DeviceOption = Annotated[
 ]
 TextColumnOption = Annotated[str | None, typer.Option(help="Text column (default: detected).")]
 LabelColumnOption = Annotated[str | None, typer.Option(help="Label column (default: detected).")]
+EmbeddingColumnOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Embedding tables: the Parquet column or .npz array of vectors (default: "
+        "'embedding', or detected in .npz)."
+    ),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="Labels of an .npy of vectors: an .npy, or a text file with one label per line.",
+    ),
+]
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option(help="CSV delimiter: one character or 'tab' (default: detected from the header)."),
+]
 BatchSizeOption = Annotated[int, typer.Option(min=1, help="Items per forward pass.")]
 DownloadOption = Annotated[
     bool, typer.Option("--download", help="Fetch a missing benchmark from its public source.")

@@ -12,6 +12,7 @@ import typer
 from protoshot.cli._common import (
     BatchSizeOption,
     CacheDirOption,
+    DelimiterOption,
     DeviceOption,
     DownloadOption,
     JsonOption,
@@ -37,6 +38,7 @@ def embed_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet table to write.")],
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
+    delimiter: DelimiterOption = None,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     no_cache: NoCacheOption = False,
@@ -53,6 +55,7 @@ def embed_command(
             output=output,
             text_column=text_column,
             label_column=label_column,
+            delimiter=delimiter,
             batch_size=batch_size,
             device=device,
             cache=cache_arg(no_cache, cache_dir),
@@ -76,6 +79,7 @@ def _run(
     output: Path,
     text_column: str | None,
     label_column: str | None,
+    delimiter: str | None,
     batch_size: int,
     device: str | None,
     cache: Path | bool | None,
@@ -90,8 +94,9 @@ def _run(
     if output.exists() and not force:
         raise FileExistsError(f"{output} exists; pass --force to replace it")
     samples = load_source(
-        source, text_column=text_column, label_column=label_column, download=download
-    )
+        source, text_column=text_column, label_column=label_column, download=download,
+        delimiter=delimiter,
+    )  # fmt: skip
     embedder = embedder_for(model, device=device, cache=cache)
     table, stats = embed_samples(samples, embedder, cache=cache, batch_size=batch_size)
     table.save(output, overwrite=force)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -11,9 +10,12 @@ import typer
 
 from protoshot.cli._common import (
     CacheDirOption,
+    DelimiterOption,
     DeviceOption,
+    EmbeddingColumnOption,
     JsonOption,
     LabelColumnOption,
+    LabelsOption,
     ModelOption,
     NoCacheOption,
     TextColumnOption,
@@ -123,6 +125,9 @@ def evaluate_command(
     ] = False,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
+    embedding_column: EmbeddingColumnOption = None,
+    labels: LabelsOption = None,
+    delimiter: DelimiterOption = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Items per forward pass when embedding.")
     ] = 32,
@@ -147,7 +152,10 @@ def evaluate_command(
             classes=classes, split=split,
             split_fractions=split_fractions, split_seed=split_seed, center_from=center_from,
             device=device, dtype=dtype, plot=plot, batch_size=batch_size,
-            text_column=text_column, label_column=label_column,
+            columns={
+                "text_column": text_column, "label_column": label_column,
+                "embedding_column": embedding_column, "labels": labels, "delimiter": delimiter,
+            },
             cache=cache_arg(no_cache, cache_dir), inspect=inspect,
         )  # fmt: skip
     if as_json:
@@ -156,7 +164,7 @@ def evaluate_command(
         title = plain(f"{source} · {report['model'] or 'embeddings'} · {report['protocol']}")
         from rich.console import Console
 
-        Console().print(grid.table(title=title))
+        Console().print(grid.table(title=title, macro_f1=protocol == "all-class"))
         if geometry is not None:
             Console().print(geometry.table(title="geometry of the embeddings, per normalisation"))
         stderr().print(
@@ -176,8 +184,7 @@ def _evaluate(
     queries: int, episodes: int, seed: int, metrics: str, normalizations: str, methods: str,
     class_descriptions: Path | None, classes: str | None, split: str | None, split_fractions: str, split_seed: int,
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
-    batch_size: int, cache: CacheArg, inspect: bool, text_column: str | None,
-    label_column: str | None,
+    batch_size: int, cache: CacheArg, inspect: bool, columns: dict[str, Any],
 ) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
     from protoshot import METRICS, NORMALIZATIONS
     from protoshot._validation import check_choice
@@ -201,10 +208,12 @@ def _evaluate(
         raise ValueError(f"cannot write the plot: folder {plot.parent} does not exist")
     n_way = _ways(ways)
     fractions = None if split is None else _fractions(split_fractions)
-    load = functools.partial(
-        load_embeddings, cache=cache, batch_size=batch_size, device=device,
-        text_column=text_column, label_column=label_column,
-    )  # fmt: skip
+
+    def load(where: str, spec: str | None) -> Any:
+        return load_embeddings(
+            where, spec, cache=cache, batch_size=batch_size, device=device, **columns
+        )
+
     table, _ = load(source, model)
     same_model = model or table.model or None
     test_table = load(test, same_model)[0] if protocol == "all-class" and test else None

@@ -11,9 +11,12 @@ import typer
 
 from protoshot.cli._common import (
     CacheDirOption,
+    DelimiterOption,
     DeviceOption,
+    EmbeddingColumnOption,
     JsonOption,
     LabelColumnOption,
+    LabelsOption,
     ModelOption,
     NoCacheOption,
     TextColumnOption,
@@ -48,6 +51,9 @@ def inspect_command(
     ] = None,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
+    embedding_column: EmbeddingColumnOption = None,
+    labels: LabelsOption = None,
+    delimiter: DelimiterOption = None,
     as_json: JsonOption = False,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
@@ -68,6 +74,7 @@ def inspect_command(
         load = functools.partial(
             load_embeddings, cache=cache_arg(no_cache, cache_dir), device=device,
             text_column=text_column, label_column=label_column,
+            embedding_column=embedding_column, labels=labels, delimiter=delimiter,
         )  # fmt: skip
         table, _ = load(source, model)
         report = inspect_geometry(

@@ -14,9 +14,12 @@ import typer
 from protoshot.cli._common import (
     BatchSizeOption,
     CacheDirOption,
+    DelimiterOption,
     DeviceOption,
+    EmbeddingColumnOption,
     JsonOption,
     LabelColumnOption,
+    LabelsOption,
     NoCacheOption,
     SourceArgument,
     TextColumnOption,
@@ -107,6 +110,9 @@ def fit_command(
     ] = False,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
+    embedding_column: EmbeddingColumnOption = None,
+    labels: LabelsOption = None,
+    delimiter: DelimiterOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model already in OUTPUT.")
     ] = False,
@@ -141,11 +147,12 @@ def fit_command(
         cache = cache_arg(no_cache, cache_dir)
         embedder = embedder_for(model, device=device, cache=cache)
         table = labelled_embeddings(
-            support, embedder, text_column=text_column, label_column=label_column, cache=cache,
+            support, embedder, text_column=text_column, label_column=label_column,
+            embedding_column=embedding_column, labels=labels, delimiter=delimiter, cache=cache,
             batch_size=batch_size,
         )  # fmt: skip
         chosen: dict[str, Any] = {}
-        if report is not None:
+        if report is not None and config is not None:
             _check_report_model(report, embedder, config)
             shots = float(np.median(np.unique(table.labels, return_counts=True)[1]))
             chosen = chosen_config(report, shots)
@@ -163,8 +170,8 @@ def fit_command(
         descriptions = None
         if class_descriptions is not None:
             texts = read_descriptions(class_descriptions)
-            labels = labels_like(list(texts), np.unique(table.labels))
-            descriptions = dict(zip(labels, texts.values(), strict=True))
+            described = labels_like(list(texts), np.unique(table.labels))
+            descriptions = dict(zip(described, texts.values(), strict=True))
         few.fit_embeddings(table.vectors, table.labels, class_descriptions=descriptions)
         if reject:
             few.calibrate_on_shots()
@@ -236,6 +243,8 @@ def predict_command(
     inputs: Inputs = None,
     text: TextOption = None,
     text_column: TextColumnOption = None,
+    embedding_column: EmbeddingColumnOption = None,
+    delimiter: DelimiterOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
     transductive: Annotated[
@@ -260,11 +269,12 @@ def predict_command(
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         from protoshot.data import read_inputs
 
-        vectors, names, columns = _embedded_inputs(few, inputs or [], text or [])
+        vectors, names, columns = _embedded_inputs(few, inputs or [], text or [], embedding_column)
         if vectors is None:
             items, names, columns = read_inputs(
-                inputs or [], text or [], few.embedder.modality, text_column=text_column
-            )
+                inputs or [], text or [], few.embedder.modality, text_column=text_column,
+                delimiter=delimiter,
+            )  # fmt: skip
             vectors = few.embed(items)
         if transductive is None:
             predictions = few.predict_embeddings(vectors, top_k=top_k)
@@ -291,6 +301,7 @@ def add_command(
     inputs: Inputs = None,
     text: TextOption = None,
     text_column: TextColumnOption = None,
+    delimiter: DelimiterOption = None,
     description: Annotated[
         str | None,
         typer.Option(
@@ -311,8 +322,9 @@ def add_command(
         items: list[Any] = []
         if inputs or text or description is None:
             items, _, _ = read_inputs(
-                inputs or [], text or [], few.embedder.modality, text_column=text_column
-            )
+                inputs or [], text or [], few.embedder.modality, text_column=text_column,
+                delimiter=delimiter,
+            )  # fmt: skip
         new = label not in {str(c) for c in few.classes}
         if items:
             few.add_examples(items, [label] * len(items))
@@ -330,7 +342,7 @@ def add_command(
 
 
 def _embedded_inputs(
-    few: Any, inputs: list[str], texts: list[str]
+    few: Any, inputs: list[str], texts: list[str], embedding_column: str | None
 ) -> tuple[Any, list[str], list[dict[str, Any]]]:
     """Vectors, names and columns when the inputs are embedding tables of the model's embedder
     (``protoshot embed`` output: nothing is embedded again); ``None`` vectors for raw inputs."""
@@ -338,7 +350,9 @@ def _embedded_inputs(
 
     from protoshot.pipeline import embedded_table
 
-    tables = [embedded_table(path, few.embedder) for path in inputs]
+    tables = [
+        embedded_table(path, few.embedder, embedding_column=embedding_column) for path in inputs
+    ]
     if not any(t is not None for t in tables):
         return None, [], []
     if texts or any(t is None for t in tables):
@@ -402,6 +416,9 @@ def calibrate_command(
     ] = False,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
+    embedding_column: EmbeddingColumnOption = None,
+    labels: LabelsOption = None,
+    delimiter: DelimiterOption = None,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
@@ -419,7 +436,8 @@ def calibrate_command(
     with user_errors(), folder_lock(model_dir, "protoshot calibrate"):
         from dataclasses import asdict
 
-        from protoshot.data import load_source, read_inputs
+        from protoshot.data import read_inputs
+        from protoshot.pipeline import labelled_embeddings
 
         few = _load(model_dir, device, cache_dir, no_cache, batch_size)
         if data is None:
@@ -427,12 +445,24 @@ def calibrate_command(
                 raise ValueError("--expected-unknown-rate needs DATA: unlabelled traffic")
             calibration = few.calibrate_on_shots(accept=accept)
         elif expected_unknown_rate is not None:
-            items, _, _ = read_inputs([data], [], few.embedder.modality, text_column=text_column)
-            calibration = few.calibrate_on_traffic(items, unknown_rate=expected_unknown_rate)
+            vectors, _, _ = _embedded_inputs(few, [data], [], embedding_column)
+            if vectors is None:
+                items, _, _ = read_inputs(
+                    [data], [], few.embedder.modality, text_column=text_column,
+                    delimiter=delimiter,
+                )  # fmt: skip
+                vectors = few.embed(items)
+            calibration = few.calibrate_on_traffic_embeddings(
+                vectors, unknown_rate=expected_unknown_rate
+            )
         else:
-            samples = load_source(data, text_column=text_column, label_column=label_column)
-            labels = few.as_class_values(list(samples.labels))
-            calibration = few.calibrate(samples.items, labels, false_accept_rate=far)
+            table = labelled_embeddings(
+                data, few.embedder, text_column=text_column, label_column=label_column,
+                embedding_column=embedding_column, labels=labels, delimiter=delimiter,
+                cache=few.cache, batch_size=batch_size,
+            )  # fmt: skip
+            known = few.as_class_values(list(table.labels))
+            calibration = few.calibrate_embeddings(table.vectors, known, false_accept_rate=far)
         if not dry_run:
             few.save(model_dir, overwrite=True)
     if as_json:

@@ -11,9 +11,12 @@ import typer
 from protoshot.cli._common import (
     BatchSizeOption,
     CacheDirOption,
+    DelimiterOption,
     DeviceOption,
+    EmbeddingColumnOption,
     JsonOption,
     LabelColumnOption,
+    LabelsOption,
     NoCacheOption,
     TextColumnOption,
     cache_arg,
@@ -50,6 +53,9 @@ def score_command(
     ] = None,
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
+    embedding_column: EmbeddingColumnOption = None,
+    labels: LabelsOption = None,
+    delimiter: DelimiterOption = None,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
@@ -70,7 +76,8 @@ def score_command(
         cache = cache_arg(no_cache, cache_dir)
         few = FewShotModel.load(model_dir, device=device, cache=cache, batch_size=batch_size)
         table = labelled_embeddings(
-            data, few.embedder, text_column=text_column, label_column=label_column, cache=cache,
+            data, few.embedder, text_column=text_column, label_column=label_column,
+            embedding_column=embedding_column, labels=labels, delimiter=delimiter, cache=cache,
             batch_size=batch_size,
         )  # fmt: skip
         report = few.score_report_embeddings(

@@ -151,21 +151,29 @@ class EmbeddingTable:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> EmbeddingTable:
-        """Read a table written by :meth:`save` (or any Parquet file with those columns)."""
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        embedding_column: str | None = None,
+        label_column: str | None = None,
+    ) -> EmbeddingTable:
+        """Read a table written by :meth:`save`, or any Parquet file with a column of vectors
+        (``embedding_column``, default ``embedding``) and one of labels (default ``label``)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
         table = pq.read_table(path)
-        for column in ("label", "embedding"):
+        vectors_key, label_key = embedding_column or "embedding", label_column or "label"
+        for column in (label_key, vectors_key):
             if column not in table.column_names:
                 raise ValueError(f"{path} has no {column!r} column; columns: {table.column_names}")
-        column = table.column("embedding").combine_chunks()
+        column = table.column(vectors_key).combine_chunks()
         if not (pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type)):
-            raise ValueError(f"{path}: 'embedding' must be a list of floats, got {column.type}")
+            raise ValueError(f"{path}: {vectors_key!r} must be a list of floats, got {column.type}")
         if column.null_count:
-            raise ValueError(f"{path}: 'embedding' has {column.null_count} missing vectors")
+            raise ValueError(f"{path}: {vectors_key!r} has {column.null_count} missing vectors")
         lengths = set(column.value_lengths().to_pylist()) if pa.types.is_list(column.type) else None
         if lengths is not None and len(lengths) > 1:
             raise ValueError(f"{path}: vectors have different lengths {sorted(lengths)[:5]}")
@@ -175,7 +183,7 @@ class EmbeddingTable:
         ids = table.column("id").to_pylist() if "id" in table.column_names else None
         return cls.from_arrays(
             vectors,
-            table.column("label").to_pylist(),
+            table.column(label_key).to_pylist(),
             ids=ids,
             classes=meta.get("classes"),
             model=meta.get("model", ""),
@@ -193,7 +201,11 @@ _LABEL_KEYS = ("labels", "y", "targets")
 
 
 def read_arrays(
-    path: str | os.PathLike[str], *, labels: str | os.PathLike[str] | Sequence[Any] | None = None
+    path: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | Sequence[Any] | None = None,
+    embedding_column: str | None = None,
+    label_column: str | None = None,
 ) -> EmbeddingTable:
     """Read already-embedded arrays.
 
@@ -203,7 +215,10 @@ def read_arrays(
         An ``.npz`` with ``embeddings`` (or ``vectors``, ``features``, ``X``) and ``labels``
         (or ``y``, ``targets``), optionally ``ids`` and ``classes``; or an ``.npy`` of vectors.
     labels : path or sequence, optional
-        Labels for an ``.npy`` (an ``.npy`` file or the labels themselves).
+        Labels for an ``.npy``: an ``.npy`` file, a text file with one label per line, or the
+        labels themselves.
+    embedding_column, label_column : str, optional
+        The ``.npz`` arrays to read (default: detected).
 
     Returns
     -------
@@ -213,13 +228,20 @@ def read_arrays(
     path = Path(path)
     if path.suffix.lower() == ".npy":
         if labels is None:
-            raise ValueError(f"{path} holds vectors only: pass labels=... (a file or a list)")
-        if isinstance(labels, (str, os.PathLike)):
-            labels = _load_numpy(Path(labels))
-        return EmbeddingTable.from_arrays(_load_numpy(path), np.asarray(labels))
+            raise ValueError(
+                f"{path} holds vectors only: give its labels (--labels FILE, or labels=...: an "
+                ".npy, a text file with one label per line, or a list)"
+            )
+        given = _read_labels(Path(labels)) if isinstance(labels, (str, os.PathLike)) else labels
+        vectors = _load_numpy(path)
+        if len(given) != len(vectors):
+            raise ValueError(
+                f"{path} holds {len(vectors)} vectors but {len(given)} labels were given"
+            )
+        return EmbeddingTable.from_arrays(vectors, np.asarray(given))
     arrays = _load_numpy(path)
-    vector_key = _pick_column(list(arrays), None, _VECTOR_KEYS, "embeddings", path)
-    label_key = _pick_column(list(arrays), None, _LABEL_KEYS, "labels", path)
+    vector_key = _pick_column(list(arrays), embedding_column, _VECTOR_KEYS, "embeddings", path)
+    label_key = _pick_column(list(arrays), label_column, _LABEL_KEYS, "labels", path)
     classes = arrays.get("classes")
     return EmbeddingTable.from_arrays(
         arrays[vector_key],
@@ -227,6 +249,15 @@ def read_arrays(
         ids=arrays.get("ids"),
         classes=None if classes is None else classes.tolist(),
     )
+
+
+def _read_labels(path: Path) -> Any:
+    """Labels from an ``.npy`` or a text file with one label per line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such labels file: {path}")
+    if path.suffix.lower() == ".npy":
+        return _load_numpy(path)
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _load_numpy(path: Path) -> Any:
@@ -245,8 +276,16 @@ def _load_numpy(path: Path) -> Any:
         raise
 
 
-def load_table(path: str | os.PathLike[str]) -> EmbeddingTable:
-    """Load embeddings from a Parquet table (:meth:`EmbeddingTable.load`) or numpy arrays."""
+def load_table(
+    path: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | Sequence[Any] | None = None,
+    embedding_column: str | None = None,
+    label_column: str | None = None,
+) -> EmbeddingTable:
+    """Load embeddings from a Parquet table (:meth:`EmbeddingTable.load`) or numpy arrays
+    (:func:`read_arrays`; ``labels`` for an ``.npy``)."""
+    columns = {"embedding_column": embedding_column, "label_column": label_column}
     if Path(path).suffix.lower() in (".npz", ".npy"):
-        return read_arrays(path)
-    return EmbeddingTable.load(path)
+        return read_arrays(path, labels=labels, **columns)
+    return EmbeddingTable.load(path, **columns)

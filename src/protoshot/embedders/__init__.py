@@ -17,6 +17,7 @@ from protoshot.embedders._registry import (
     Embedder,
     Modality,
     create_embedder,
+    describe_embedders,
     list_embedders,
     register_embedder,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Embedder",
     "Modality",
     "create_embedder",
+    "describe_embedders",
     "embed",
     "list_embedders",
     "register_embedder",

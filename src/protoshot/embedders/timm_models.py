@@ -66,6 +66,7 @@ class TimmEmbedder(BatchedEmbedder):
         return self._model(pixels.to(self.device))
 
 
-@register_embedder("timm:", usage="timm:<name>")
+@register_embedder("timm:", usage="timm:<name>", requires=(("timm", "timm"),))
 def _create_timm(name: str, **options: Any) -> TimmEmbedder:
+    """A timm image model, pooled features (weights from the Hugging Face hub or a file)."""
     return TimmEmbedder(name, **options)

@@ -109,14 +109,16 @@ def evaluate_episodes(
     blocks = [episodes] if isinstance(episodes, Episodes) else episodes
     total = len(episodes) if isinstance(episodes, Sized) else None
     with progress_bar(progress, total, "episodes") as advance:
-        configs, acc = engine.run(
+        configs, acc, f1 = engine.run(
             RowReader(x), blocks, chosen, shots=shots, center=c, names=name_rows, targets=target,
             chunk_size=chunk_size, advance=advance,
         )  # fmt: skip
     results = []
-    for row, config in zip(acc, configs, strict=True):
+    for row, f1_row, config in zip(acc, f1, configs, strict=True):
         mean, std, half = mean_ci(row, method=ci)
-        results.append(EvalResult(mean, std, half, row.size, config, row))
+        results.append(
+            EvalResult(mean, std, half, row.size, config, row, macro_f1=float(f1_row.mean()))
+        )
     grid_result = GridResult(results)
     return paired_differences(grid_result) if len(chosen) > 1 else grid_result
 

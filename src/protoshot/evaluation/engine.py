@@ -33,18 +33,18 @@ def run(
     targets: torch.Tensor | None = None,
     chunk_size: int | None = None,
     advance: Callable[[int], None] = lambda n: None,
-) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Accuracy of every configuration on every episode of ``blocks``.
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of every configuration on every episode of ``blocks``.
 
     Returns the configurations (``method``, ``n_way``, ``n_shot``, ``n_query`` and the method's
-    variant) and the accuracies, float64 ``[n_configs, n_episodes]``. All blocks must have the
+    variant), the accuracies and the macro-F1 scores, each float64 ``[n_configs, n_episodes]``. All blocks must have the
     same shape. ``names`` and ``targets`` are as in :class:`EpisodeBlock` (``targets`` [M] is
     the way of each query of a block whose queries are one ``[E, 1, M]`` set).
     """
     first: Episodes | None = None
     shot_list: list[int] = []
     fewest = None  # fewest shots of a class in unbalanced supports, over all blocks
-    chunks: list[np.ndarray] = []
+    chunks: list[tuple[np.ndarray, np.ndarray]] = []
     for block in blocks:
         if first is None:
             fewest_shots = min(m.min_shots for m in methods)
@@ -58,8 +58,9 @@ def run(
         for start in range(0, len(block), step):
             part = block[start : start + step]
             chunk = episode_block(rows, part, center, names, targets)
+            scored = [episode_metrics(chunk, m, _usable(shot_list, m)) for m in methods]
             chunks.append(
-                np.concatenate([accuracies(chunk, m, _usable(shot_list, m)) for m in methods])
+                (np.concatenate([a for a, _ in scored]), np.concatenate([f for _, f in scored]))
             )
             advance(len(part))
     if first is None:
@@ -75,7 +76,8 @@ def run(
         for method in methods
         for k, variant in itertools.product(_usable(shot_list, method), method.variants())
     ]
-    return configs, np.concatenate(chunks, axis=1)
+    accuracy = np.concatenate([a for a, _ in chunks], axis=1)
+    return configs, accuracy, np.concatenate([f for _, f in chunks], axis=1)
 
 
 def episode_block(
@@ -100,17 +102,53 @@ def episode_block(
     )
 
 
-def accuracies(block: EpisodeBlock, method: Method, shots: Sequence[int]) -> np.ndarray:
-    """Fraction of correct queries, float64 ``[n_configs, E]``, one row per shot x variant."""
+def episode_metrics(
+    block: EpisodeBlock, method: Method, shots: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of each episode, float64 ``[n_configs, E]`` each, one row per
+    shot x variant. Macro-F1 averages over the classes with queries in the episode, so an
+    unbalanced query set (the all-class protocol) cannot hide a class the method misses."""
     if block.targets is None:
         dev = block.rows.x.device
         target = torch.arange(block.n_way, device=dev).repeat_interleave(block.n_query)
     else:
         target = block.targets
-    correct = [(s.argmax(-1) == target).sum(-1) for s in method.scores(block, shots)]
-    if not correct:
-        return np.zeros((0, block.n_episodes))
-    return torch.stack(correct).cpu().numpy() / target.shape[-1]
+    target = target.expand(block.n_episodes, -1)
+    scored = [
+        _scores_metrics(s.argmax(-1), target, block.n_way) for s in method.scores(block, shots)
+    ]
+    if not scored:
+        empty = np.zeros((0, block.n_episodes))
+        return empty, empty
+    return (
+        torch.stack([a for a, _ in scored]).cpu().numpy(),
+        torch.stack([f for _, f in scored]).cpu().numpy(),
+    )
+
+
+def _scores_metrics(
+    pred: torch.Tensor, target: torch.Tensor, n_way: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and macro-F1 ``[E]`` of predicted ways ``[E, M]`` against ``target`` [E, M],
+    counted with one bincount per quantity over (episode, way) cells."""
+    n_episodes = pred.shape[0]
+    offset = torch.arange(n_episodes, device=pred.device).unsqueeze(-1) * n_way
+    hit = (pred == target).to(torch.float64)
+
+    def per_way(index: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        flat = (index + offset).reshape(-1)
+        w = None if weights is None else weights.reshape(-1)
+        return (
+            torch.bincount(flat, w, minlength=n_episodes * n_way)
+            .view(n_episodes, n_way)
+            .to(torch.float64)
+        )
+
+    true_pos, predicted, actual = per_way(target, hit), per_way(pred), per_way(target)
+    f1 = 2 * true_pos / (predicted + actual).clamp_min(1)
+    present = (actual > 0).to(torch.float64)
+    macro = (f1 * present).sum(-1) / present.sum(-1).clamp_min(1)
+    return hit.mean(-1), macro
 
 
 def episodes_per_chunk(block: Episodes, x: torch.Tensor) -> int:

@@ -58,6 +58,8 @@ class EvalResult:
     #: Mean difference to the baseline row on the same episodes, with its 95% half-width
     #: (``{"baseline": config, "mean": d, "ci95": h}``); see :func:`paired_differences`.
     paired: dict[str, Any] | None = None
+    #: Mean over episodes of the macro-F1 (over the classes with queries in each episode).
+    macro_f1: float | None = None
 
     def __str__(self) -> str:
         name = ", ".join(f"{k}={v}" for k, v in self.config.items())
@@ -116,12 +118,14 @@ class GridResult:
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
-    def table(self, title: str | None = None) -> Any:
+    def table(self, title: str | None = None, *, macro_f1: bool = False) -> Any:
         """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row of each shot count
         marked.
 
         Settings every row shares go to the caption; the rest are a method, a shots and a
         settings column, so the table stays narrow however many methods it compares.
+        ``macro_f1`` adds its column: worth the width when the queries are unbalanced (the
+        all-class protocol), where accuracy alone can hide a class the method misses.
         """
         from rich.markup import escape
         from rich.table import Table
@@ -140,6 +144,9 @@ class GridResult:
             table.add_column("settings")
         table.add_column("acc %", justify="right")
         table.add_column("± CI", justify="right")
+        f1 = macro_f1 and any(r.macro_f1 is not None for r in self.results)
+        if f1:
+            table.add_column("macro-F1 %", justify="right")
         paired = any(r.paired is not None for r in self.results)
         if paired:
             table.add_column("vs prototypes", justify="right")
@@ -159,6 +166,7 @@ class GridResult:
                 *([escape(setting)] if settings else []),
                 acc,
                 f"{100 * r.ci95:.2f}",
+                *([_percent(r.macro_f1)] if f1 else []),
                 *delta,
                 str(r.n_episodes),
                 style="bold green" if mark else None,
@@ -205,6 +213,10 @@ def paired_differences(grid: GridResult) -> GridResult:
 def _cell(config: dict[str, Any], key: str) -> str:
     text = str(config.get(key, ""))
     return f"{text} (transductive)" if key == "method" and config.get("transductive") else text
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
 
 
 def _delta(paired: dict[str, Any]) -> str:
