@@ -222,3 +222,38 @@ def test_evaluate_and_inspect_read_named_columns(tmp_path: Path) -> None:
     assert json.loads(out)["n_classes"] >= 3
     code, _, err = run("evaluate", str(path), "--model", "minilm")
     assert code == 1 and "frage" in err  # the message lists the columns present
+
+
+def test_several_embedders_on_the_same_episodes(cache_dir: Path, tmp_path: Path) -> None:
+    from tests._embed_fixtures import save_tiny_bert
+
+    rows = [
+        {"text": f"{word} number {i}", "label": word}
+        for word in ("apple", "train", "music", "ocean")
+        for i in range(8)
+    ]
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
+    bert = f"hf:{save_tiny_bert(tmp_path / 'bert')}"
+    plot = tmp_path / "plot.png"
+    code, out, err = run(
+        "evaluate", str(data), "--model", f"minilm,{bert}", "--ways", "3", "--shots", "1,2",
+        "--queries", "3", "--episodes", "20", "--cache-dir", str(cache_dir), "--json",
+        "--plot", str(plot),
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    jsonschema.validate(report, json_schema())
+    assert {r["config"]["model"] for r in report["results"]} == {"minilm", bert}
+    assert report["model"] == f"minilm,{bert}" and report["fingerprint"].count(",") == 1
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    # the same episodes: each embedder alone gives the same rows as beside the other
+    code, alone, err = run(
+        "evaluate", str(data), "--model", "minilm", "--ways", "3", "--shots", "1,2",
+        "--queries", "3", "--episodes", "20", "--cache-dir", str(cache_dir), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    mine = [r["mean"] for r in report["results"] if r["config"]["model"] == "minilm"]
+    assert mine == [r["mean"] for r in json.loads(alone)["results"]]
+    code, _, err = run("evaluate", str(data), "--model", f"minilm,{bert}", "--inspect")
+    assert code == 1 and "give one --model" in err

@@ -320,3 +320,30 @@ def test_efficientnet_lite0_runtimes_agree_on_omniglot(tmp_path: Path) -> None:
     similarity = unit @ unit.T
     same_class = np.kron(np.eye(4), np.ones((5, 5))).astype(bool)
     assert similarity[same_class & ~np.eye(20, dtype=bool)].mean() > similarity[~same_class].mean()
+
+
+def test_embed_loader_streams_batches_through_the_cache(tmp_path: Path) -> None:
+    """The seed's get_embeddings(model, data_loader): a DataLoader or a Dataset of (x, y)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from protoshot.embedders import embed_loader
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    x, y = torch.randn(10, 3, 4), torch.arange(10) % 3
+    with torch.inference_mode():
+        expected = net(x).numpy()
+    calls: list[int] = []
+    net.register_forward_hook(lambda _m, inputs, _o: calls.append(len(inputs[0])))
+    encoder = CallableEmbedder(net, modality="image")
+    dataset = TensorDataset(x, y)
+    vectors, labels = embed_loader(DataLoader(dataset, batch_size=4), encoder, cache=tmp_path)
+    np.testing.assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6)
+    assert labels.tolist() == y.tolist() and sum(calls) == 10
+    again, labels_again = embed_loader(dataset, encoder, cache=tmp_path, batch_size=3)
+    np.testing.assert_array_equal(again, vectors)  # every sample from the cache
+    assert labels_again.tolist() == y.tolist() and sum(calls) == 10
+    with pytest.raises(ValueError, match=r"batch 0: expected \(inputs, labels\)"):
+        embed_loader([x], encoder, cache=None)
+    with pytest.raises(ValueError, match="the loader gave no batches"):
+        embed_loader([], encoder, cache=None)

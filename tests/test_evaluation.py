@@ -240,3 +240,17 @@ def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -
         )
         assert macro[e].item() == pytest.approx(expected)
         assert accuracy[e].item() == pytest.approx(np.mean(pred[e].numpy() == target[e].numpy()))
+
+
+def test_chosen_config_among_one_embedders_rows() -> None:
+    from protoshot.evaluation.reports import chosen_config
+
+    rows = [
+        {"method": "linear", "n_way": 5, "n_shot": 5, "normalization": "cl2n", "model": "a"},
+        {"method": "auto", "n_way": 5, "n_shot": 1, "normalization": "cl2n", "model": "b"},
+    ]
+    report = {"schema": "protoshot.evaluate/2", "best_per_shot": rows, "best": rows[0]}
+    assert chosen_config(report, 1, "a") == {"method": "linear", "normalization": "cl2n"}
+    assert chosen_config(report, 5, "b")["method"] == "auto"
+    with pytest.raises(ValueError, match="use a, b, not c: pass --model"):
+        chosen_config(report, 5, "c")

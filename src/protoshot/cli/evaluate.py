@@ -186,9 +186,12 @@ def _evaluate(
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
     batch_size: int, cache: CacheArg, inspect: bool, columns: dict[str, Any],
 ) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
+    from dataclasses import replace
+
     from protoshot import METRICS, NORMALIZATIONS
     from protoshot._validation import check_choice
     from protoshot.evaluation.reports import plot_grid, report_dict
+    from protoshot.evaluation.results import GridResult
     from protoshot.evaluation.tables import PROTOCOLS, evaluate_table
     from protoshot.methods import ALL_METHODS
     from protoshot.pipeline import load_embeddings
@@ -214,27 +217,46 @@ def _evaluate(
             where, spec, cache=cache, batch_size=batch_size, device=device, **columns
         )
 
-    table, _ = load(source, model)
-    same_model = model or table.model or None
-    test_table = load(test, same_model)[0] if protocol == "all-class" and test else None
-    center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
-    names = _names(table, method_list, class_descriptions, cache=cache, device=device)
-    grid = evaluate_table(
-        table, protocol=protocol, test=test_table,
-        n_way=n_way,
-        shots=shot_list, n_query=queries, n_episodes=episodes, seed=seed, metrics=metric_list,
-        normalizations=norm_list, methods=method_list, class_embeddings=names,
-        classes=_class_names(classes), split=split,
-        split_fractions=fractions or (0.6, 0.2, 0.2), split_seed=split_seed, center=center,  # type: ignore[arg-type]
-        device=device, dtype=dtype, progress=episodes >= 2000,
-    )  # fmt: skip
+    def run(spec: str | None) -> tuple[Any, Any, Any]:
+        """The grid of one embedder, and the tables it evaluated."""
+        table, _ = load(source, spec)
+        same_model = spec or table.model or None
+        test_table = load(test, same_model)[0] if protocol == "all-class" and test else None
+        center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
+        names = _names(table, method_list, class_descriptions, cache=cache, device=device)
+        grid = evaluate_table(
+            table, protocol=protocol, test=test_table,
+            n_way=n_way,
+            shots=shot_list, n_query=queries, n_episodes=episodes, seed=seed, metrics=metric_list,
+            normalizations=norm_list, methods=method_list, class_embeddings=names,
+            classes=_class_names(classes), split=split,
+            split_fractions=fractions or (0.6, 0.2, 0.2), split_seed=split_seed, center=center,  # type: ignore[arg-type]
+            device=device, dtype=dtype, progress=episodes >= 2000,
+        )  # fmt: skip
+        return grid, table, test_table
+
+    specs: list[str | None] = list(split_list(model, "model")) if model else [None]
+    if len(specs) > 1 and inspect:
+        raise ValueError("--inspect describes one embedder's geometry: give one --model")
+    runs = [run(spec) for spec in specs]
+    grid, table, test_table = runs[0]
+    if len(runs) > 1:  # the same source and seed: every embedder on the same episodes
+        grid = GridResult(
+            [
+                replace(r, config={**r.config, "model": spec})
+                for spec, (part, _, _) in zip(specs, runs, strict=True)
+                for r in part
+            ]
+        )
     if plot is not None:
-        plot_grid(grid, plot)
+        plot_grid(
+            grid, plot, title=f"{source} · {', '.join(t.model or 'embeddings' for _, t, _ in runs)}"
+        )
     context = {
         "protocol": protocol,
         "source": source,
-        "model": table.model,
-        "fingerprint": table.fingerprint,
+        "model": ",".join(t.model for _, t, _ in runs),
+        "fingerprint": ",".join(t.fingerprint for _, t, _ in runs),
         "seed": seed,
     }
     geometry = None

@@ -141,7 +141,8 @@ def fit_command(
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
         report = _read_report(config) if config is not None else None
-        model = model or (report or {}).get("model")
+        if report is not None and not model:  # several embedders: the one of the best row
+            model = (report.get("best") or {}).get("model") or report.get("model")
         if not model:
             raise ValueError("pass --model (the embedder), or a --config report that names one")
         cache = cache_arg(no_cache, cache_dir)
@@ -155,7 +156,7 @@ def fit_command(
         if report is not None and config is not None:
             _check_report_model(report, embedder, config)
             shots = float(np.median(np.unique(table.labels, return_counts=True)[1]))
-            chosen = chosen_config(report, shots)
+            chosen = chosen_config(report, shots, embedder.spec)
             stderr().print(
                 plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
             )

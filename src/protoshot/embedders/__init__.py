@@ -12,7 +12,7 @@ Each backend imports its heavy library only when it is created.
 
 from __future__ import annotations
 
-from protoshot.embedders._embed import embed
+from protoshot.embedders._embed import embed, embed_loader
 from protoshot.embedders._registry import (
     Embedder,
     Modality,
@@ -30,6 +30,7 @@ __all__ = [
     "create_embedder",
     "describe_embedders",
     "embed",
+    "embed_loader",
     "list_embedders",
     "register_embedder",
 ]

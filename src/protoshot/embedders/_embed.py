@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -158,3 +158,67 @@ def _length_order(items: Sequence[Any], indices: list[int]) -> np.ndarray:
     if indices and all(isinstance(items[i], str) for i in indices):
         index = index[np.argsort([-len(items[i]) for i in indices], kind="stable")]
     return index
+
+
+def embed_loader(
+    data: Iterable[Any],
+    embedder: Embedder | str,
+    *,
+    cache: CacheArg = True,
+    batch_size: int = 32,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed a torch ``DataLoader`` (or any iterable of ``(inputs, labels)`` batches) or a
+    map-style torch ``Dataset`` of ``(input, label)`` samples: the seed's
+    ``get_embeddings(model, data_loader, device)``, with the cache.
+
+    Each batch goes through :func:`embed` as it comes, so a loader over files is never held in
+    memory whole, and a sample seen before (same bytes, same model) is not embedded again.
+    ``batch_size`` groups the samples of a ``Dataset`` (a loader has its own).
+
+    Returns
+    -------
+    vectors : float32 [n_samples, dim]
+    labels : numpy.ndarray [n_samples]
+        Tensor labels become numpy values.
+
+    Raises
+    ------
+    ValueError
+        If a batch is not an ``(inputs, labels)`` pair of equal lengths, or there is none.
+    """
+    from torch.utils.data import Dataset
+
+    embedder = create_embedder(embedder) if isinstance(embedder, str) else embedder
+    total = len(data) if isinstance(data, Sized) else None
+    if isinstance(data, Dataset):
+        size = positive_int(batch_size, "batch_size")
+        total = -(-len(data) // size)  # type: ignore[arg-type]
+        data = _dataset_batches(data, size)
+    vectors: list[np.ndarray] = []
+    labels: list[Any] = []
+    with progress_bar(progress, total, "batches") as advance:
+        for number, batch in enumerate(data):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise ValueError(
+                    f"batch {number}: expected (inputs, labels), got {type(batch).__name__}"
+                )
+            items = list(batch[0])
+            targets = batch[1].tolist() if hasattr(batch[1], "tolist") else list(batch[1])
+            if len(items) != len(targets):
+                raise ValueError(f"batch {number}: {len(items)} inputs but {len(targets)} labels")
+            vectors.append(
+                embed(items, embedder, cache=cache, batch_size=max(len(items), 1), progress=False)
+            )
+            labels += targets
+            advance(1)
+    if not vectors:
+        raise ValueError("the loader gave no batches")
+    return np.concatenate(vectors), np.asarray(labels)
+
+
+def _dataset_batches(dataset: Any, batch_size: int) -> Iterator[tuple[list[Any], list[Any]]]:
+    """A map-style dataset's ``(input, label)`` samples in batches, read as they are needed."""
+    for start in range(0, len(dataset), batch_size):
+        pairs = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        yield [x for x, _ in pairs], [y for _, y in pairs]

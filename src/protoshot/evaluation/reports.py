@@ -25,7 +25,8 @@ def json_schema() -> dict[str, Any]:
 
 
 def plot_grid(grid: GridResult, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
-    """Accuracy vs shots, one line per (normalisation, metric), 95% CI bands; written as PNG."""
+    """Accuracy vs shots, one line per configuration (and embedder), 95% CI bands; written as
+    PNG. ``title`` (the data and model, say) goes above the episode settings."""
     try:
         import matplotlib
 
@@ -43,11 +44,13 @@ def plot_grid(grid: GridResult, path: str | os.PathLike[str], *, title: str | No
         lines.setdefault(_line_name(r.config), []).append(
             (float(r.config["n_shot"]), 100 * r.mean, 100 * r.ci95)
         )
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, points in lines.items():
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
+    for i, (name, points) in enumerate(lines.items()):
         points.sort()
         shots, mean, half = (list(v) for v in zip(*points, strict=True))
-        ax.plot(shots, mean, marker="o", label=name)
+        # marker and dash vary with the line, so near-identical lines stay apart in print too
+        marker, dash = "osD^vPX"[i % 7], ("-", "--", ":", "-.")[i // 7 % 4]
+        ax.plot(shots, mean, label=name, marker=marker, linestyle=dash)
         lo = [m - h for m, h in zip(mean, half, strict=True)]
         hi = [m + h for m, h in zip(mean, half, strict=True)]
         ax.fill_between(shots, lo, hi, alpha=0.2)
@@ -57,7 +60,8 @@ def plot_grid(grid: GridResult, path: str | os.PathLike[str], *, title: str | No
     ax.grid(alpha=0.3)
     ax.legend(title="method: metric / normalisation", fontsize="small")
     first = grid.results[0].config
-    ax.set_title(title or f"{first['n_way']}-way, {grid.results[0].n_episodes} episodes, 95% CI")
+    episodes = f"{first['n_way']}-way, {grid.results[0].n_episodes} episodes, 95% CI bands"
+    ax.set_title(f"{title}\n{episodes}" if title else episodes, fontsize="medium")
     fig.tight_layout()
     fig.savefig(out, format="png")
     plt.close(fig)
@@ -72,16 +76,20 @@ def _line_name(config: dict[str, Any]) -> str:
     )
     method = str(config.get("method", "prototypes"))
     transductive = " (transductive)" if config.get("transductive") else ""
-    return f"{method}{transductive}: {setting}" + (f" {extra}" if extra else "")
+    model = f"{config['model']} · " if "model" in config else ""
+    return f"{model}{method}{transductive}: {setting}" + (f" {extra}" if extra else "")
 
 
 #: Keys of a result's config that describe the episodes, not the method.
-EPISODE_KEYS = ("n_way", "n_shot", "n_query", "transductive")
+EPISODE_KEYS = ("n_way", "n_shot", "n_query", "transductive", "model")
 
 
-def chosen_config(report: dict[str, Any], n_shot: float) -> dict[str, Any]:
+def chosen_config(
+    report: dict[str, Any], n_shot: float, model: str | None = None
+) -> dict[str, Any]:
     """The configuration an ``evaluate --json`` report found best at the shot count nearest
-    ``n_shot`` (the shots per class of the data to fit), without its episode keys.
+    ``n_shot`` (the shots per class of the data to fit), without its episode keys; with
+    several embedders in the report, among the rows of ``model``.
 
     Reports without ``best_per_shot`` give their overall ``best``.
 
@@ -97,6 +105,14 @@ def chosen_config(report: dict[str, Any], n_shot: float) -> dict[str, Any]:
     candidates = report.get("best_per_shot") or [report.get("best")]
     if not all(isinstance(c, dict) and "method" in c for c in candidates):
         raise ValueError("the report names no best configuration")
+    mine = [c for c in candidates if c.get("model") in (None, model)]
+    if not mine:
+        others = sorted({str(c.get("model")) for c in candidates})
+        raise ValueError(
+            f"the report's best configurations use {', '.join(others)}, not {model}: pass "
+            "--model with one of them"
+        )
+    candidates = mine
     # nearest shot count; on a tie the larger one (more shots estimate settings better)
     best = min(candidates, key=lambda c: (abs(c.get("n_shot", 0) - n_shot), -c.get("n_shot", 0)))
     return {k: v for k, v in best.items() if k not in EPISODE_KEYS}
