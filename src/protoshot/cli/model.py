@@ -248,6 +248,9 @@ def predict_command(
     delimiter: DelimiterOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines on stdout (the same as --format jsonl).")
+    ] = False,
     transductive: Annotated[
         str | None,
         typer.Option(
@@ -263,6 +266,11 @@ def predict_command(
 ) -> None:
     """Classify inputs: label, probability and the top classes, as a table, JSON lines or CSV."""
     with user_errors():
+        if as_json and output_format not in ("table", "jsonl"):
+            raise ValueError(
+                f"--json prints JSON lines; it cannot be combined with --format {output_format}"
+            )
+        output_format = "jsonl" if as_json else output_format
         if output_format not in FORMATS:
             raise ValueError(
                 f"unknown format {output_format!r}; expected one of: {', '.join(FORMATS)}"
