@@ -204,3 +204,41 @@ def test_class_embeddings_must_be_a_mapping_of_the_classes_kind(blobs) -> None:
         LinearClassifier().fit(x, labels, class_embeddings=x[:12])
     with pytest.raises(TypeError, match="new labels are of type"):
         LinearClassifier().fit(x, labels, class_embeddings={3: x[0]})
+
+
+@pytest.mark.parametrize(
+    ("estimator", "method"),
+    [
+        (PrototypeClassifier("cosine", normalization="cl2n"), "prototypes"),
+        (PrototypeClassifier(normalization="none"), "prototypes"),
+        (LinearClassifier(), "linear"),
+        (MahalanobisClassifier(), "mahalanobis"),
+        (AutoClassifier(), "auto"),
+    ],
+    ids=["prototypes-cosine-cl2n", "prototypes", "linear", "mahalanobis", "auto"],
+)
+def test_the_evaluators_nll_and_ece_are_the_estimators_probabilities(
+    estimator, method, blobs
+) -> None:
+    """The evaluator's logits are the estimator's: the same NLL and ECE on one episode."""
+    from protoshot import EpisodeSampler
+    from protoshot.evaluation import evaluate_episodes
+    from protoshot.methods import create_method
+    from protoshot.scoring import expected_calibration_error
+
+    x, y = blobs
+    episodes = EpisodeSampler(y, n_way=4, n_shot=5, n_query=6, n_episodes=1, seed=5).sample()
+    support, query = episodes.support[0], episodes.query[0]
+    estimator.fit(x[support.reshape(-1)], np.repeat(np.arange(4), 5))
+    proba = estimator.predict_proba(x[query.reshape(-1)])
+    truth = np.repeat(np.arange(4), 6)
+    params = estimator.get_params()
+    grid = {
+        "normalizations": [params["normalization"]],
+        "metrics": [params.get("metric", "sqeuclidean")],
+    }
+    result = evaluate_episodes(
+        x, episodes, methods=[create_method(method, **grid)], dtype="float64"
+    ).results[0]
+    assert result.nll == pytest.approx(-np.log(proba[np.arange(24), truth]).mean(), rel=1e-6)
+    assert result.ece == pytest.approx(expected_calibration_error(proba, truth), abs=1e-6)

@@ -134,7 +134,9 @@ def test_result_objects_print_and_serialise(blobs) -> None:
     assert "(95% CI, 30 episodes)" in str(result)
     d = json.loads(json.dumps(result.to_dict(per_episode=True)))
     assert d["n_episodes"] == 30 and len(d["per_episode"]) == 30
-    assert set(d) == {"mean", "std", "ci95", "n_episodes", "config", "per_episode", "macro_f1"}
+    assert set(d) == {
+        "mean", "std", "ci95", "n_episodes", "config", "per_episode", "macro_f1", "nll", "ece",
+    }  # fmt: skip
     assert 0 < d["macro_f1"] <= 1
     grid = evaluate_grid(
         x, y, shots=(1,), n_query=2, n_episodes=10, metrics=["cosine"], normalizations=["l2"]
@@ -223,7 +225,9 @@ def test_best_per_shot_and_the_config_fit_reads(blobs) -> None:
 def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -> None:
     from sklearn.metrics import f1_score
 
-    from protoshot.evaluation.engine import _scores_metrics
+    from protoshot.scoring import expected_calibration_error
+
+    from protoshot.evaluation.engine import _measures
 
     rng = np.random.default_rng(seed)
     target = torch.as_tensor(rng.integers(0, n_way, (3, n_query)))  # unbalanced, some ways absent
@@ -232,7 +236,12 @@ def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -
         target,
         torch.as_tensor(rng.integers(0, n_way, (3, n_query))),
     )
-    accuracy, macro = _scores_metrics(pred, target, n_way)
+    logits = torch.nn.functional.one_hot(pred, n_way).double() * 3 + torch.as_tensor(
+        rng.normal(size=(3, n_query, n_way))
+    )
+    pred = logits.argmax(-1)
+    accuracy, macro, nll, ece = _measures(logits, target, n_way)
+    proba = torch.softmax(logits, -1).numpy()
     for e in range(3):
         present = np.unique(target[e].numpy())
         expected = f1_score(
@@ -240,6 +249,9 @@ def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -
         )
         assert macro[e].item() == pytest.approx(expected)
         assert accuracy[e].item() == pytest.approx(np.mean(pred[e].numpy() == target[e].numpy()))
+        truth = target[e].numpy()
+        assert nll[e].item() == pytest.approx(-np.mean(np.log(proba[e][np.arange(n_query), truth])))
+        assert ece[e].item() == pytest.approx(expected_calibration_error(proba[e], truth))
 
 
 def test_chosen_config_among_one_embedders_rows() -> None:

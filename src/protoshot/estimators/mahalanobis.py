@@ -16,7 +16,7 @@ import torch
 from protoshot._validation import check_choice
 from protoshot.estimators._base import FewShotEstimator
 from protoshot.maths.covariance import SHRINKAGES
-from protoshot.maths.distances import DEFAULT_TEMPERATURE, UNIT_SPHERE_TEMPERATURE
+from protoshot.maths.distances import default_temperature
 from protoshot.methods.mahalanobis import fit_shared_covariance
 
 
@@ -70,8 +70,7 @@ class MahalanobisClassifier(FewShotEstimator):
         return self._fit.scores(query[None])[0]
 
     def _temperature(self) -> float:
-        table = DEFAULT_TEMPERATURE if self.normalization == "none" else UNIT_SPHERE_TEMPERATURE
-        return table["sqeuclidean"]
+        return default_temperature("sqeuclidean", self.normalization)
 
     def _check_params(self) -> None:
         super()._check_params()

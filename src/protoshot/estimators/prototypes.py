@@ -17,9 +17,8 @@ from sklearn.utils.validation import check_is_fitted
 from protoshot._validation import check_choice
 from protoshot.estimators._base import FewShotEstimator
 from protoshot.maths.distances import (
-    DEFAULT_TEMPERATURE,
     METRICS,
-    UNIT_SPHERE_TEMPERATURE,
+    default_temperature,
     episode_scores,
 )
 from protoshot.maths.normalize import normalize_tensor
@@ -136,5 +135,4 @@ class PrototypeClassifier(FewShotEstimator):
     def _temperature(self) -> float:
         if self.temperature is not None:
             return float(self.temperature)
-        table = DEFAULT_TEMPERATURE if self.normalization == "none" else UNIT_SPHERE_TEMPERATURE
-        return table[self.metric]
+        return default_temperature(self.metric, self.normalization)

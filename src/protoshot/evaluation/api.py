@@ -109,15 +109,18 @@ def evaluate_episodes(
     blocks = [episodes] if isinstance(episodes, Episodes) else episodes
     total = len(episodes) if isinstance(episodes, Sized) else None
     with progress_bar(progress, total, "episodes") as advance:
-        configs, acc, f1 = engine.run(
+        configs, measures = engine.run(
             RowReader(x), blocks, chosen, shots=shots, center=c, names=name_rows, targets=target,
             chunk_size=chunk_size, advance=advance,
         )  # fmt: skip
     results = []
-    for row, f1_row, config in zip(acc, f1, configs, strict=True):
+    by_name = dict(zip(engine.MEASURES, measures, strict=True))
+    for i, config in enumerate(configs):
+        row = by_name["accuracy"][i]
         mean, std, half = mean_ci(row, method=ci)
+        f1, nll, ece = (float(by_name[name][i].mean()) for name in ("macro_f1", "nll", "ece"))
         results.append(
-            EvalResult(mean, std, half, row.size, config, row, macro_f1=float(f1_row.mean()))
+            EvalResult(mean, std, half, row.size, config, row, macro_f1=f1, nll=nll, ece=ece)
         )
     grid_result = GridResult(results)
     return paired_differences(grid_result) if len(chosen) > 1 else grid_result

@@ -33,18 +33,18 @@ def run(
     targets: torch.Tensor | None = None,
     chunk_size: int | None = None,
     advance: Callable[[int], None] = lambda n: None,
-) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 of every configuration on every episode of ``blocks``.
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Every :data:`MEASURES` of every configuration on every episode of ``blocks``.
 
     Returns the configurations (``method``, ``n_way``, ``n_shot``, ``n_query`` and the method's
-    variant), the accuracies and the macro-F1 scores, each float64 ``[n_configs, n_episodes]``. All blocks must have the
+    variant) and the measures, float64 ``[n_measures, n_configs, n_episodes]``. All blocks must have the
     same shape. ``names`` and ``targets`` are as in :class:`EpisodeBlock` (``targets`` [M] is
     the way of each query of a block whose queries are one ``[E, 1, M]`` set).
     """
     first: Episodes | None = None
     shot_list: list[int] = []
     fewest = None  # fewest shots of a class in unbalanced supports, over all blocks
-    chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    chunks: list[np.ndarray] = []
     for block in blocks:
         if first is None:
             fewest_shots = min(m.min_shots for m in methods)
@@ -59,9 +59,7 @@ def run(
             part = block[start : start + step]
             chunk = episode_block(rows, part, center, names, targets)
             scored = [episode_metrics(chunk, m, _usable(shot_list, m)) for m in methods]
-            chunks.append(
-                (np.concatenate([a for a, _ in scored]), np.concatenate([f for _, f in scored]))
-            )
+            chunks.append(np.concatenate(scored, axis=1))
             advance(len(part))
     if first is None:
         raise ValueError("no episodes to evaluate")
@@ -76,8 +74,7 @@ def run(
         for method in methods
         for k, variant in itertools.product(_usable(shot_list, method), method.variants())
     ]
-    accuracy = np.concatenate([a for a, _ in chunks], axis=1)
-    return configs, accuracy, np.concatenate([f for _, f in chunks], axis=1)
+    return configs, np.concatenate(chunks, axis=2)
 
 
 def episode_block(
@@ -102,53 +99,59 @@ def episode_block(
     )
 
 
-def episode_metrics(
-    block: EpisodeBlock, method: Method, shots: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 of each episode, float64 ``[n_configs, E]`` each, one row per
-    shot x variant. Macro-F1 averages over the classes with queries in the episode, so an
-    unbalanced query set (the all-class protocol) cannot hide a class the method misses."""
+#: The per-episode measures :func:`episode_metrics` gives, in this order.
+MEASURES = ("accuracy", "macro_f1", "nll", "ece")
+#: Equal-width confidence bins of the expected calibration error.
+ECE_BINS = 15
+
+
+def episode_metrics(block: EpisodeBlock, method: Method, shots: Sequence[int]) -> np.ndarray:
+    """Each :data:`MEASURES` of each episode, float64 ``[n_measures, n_configs, E]`` (one
+    config per shot x variant).
+
+    Macro-F1 averages over the classes with queries in the episode, so an unbalanced query
+    set (the all-class protocol) cannot hide a class the method misses; NLL and ECE (top-label,
+    :data:`ECE_BINS` bins) measure the probabilities, the softmax of the method's logits.
+    """
     if block.targets is None:
         dev = block.rows.x.device
         target = torch.arange(block.n_way, device=dev).repeat_interleave(block.n_query)
     else:
         target = block.targets
     target = target.expand(block.n_episodes, -1)
-    scored = [
-        _scores_metrics(s.argmax(-1), target, block.n_way) for s in method.scores(block, shots)
-    ]
+    scored = [_measures(s, target, block.n_way) for s in method.scores(block, shots)]
     if not scored:
-        empty = np.zeros((0, block.n_episodes))
-        return empty, empty
-    return (
-        torch.stack([a for a, _ in scored]).cpu().numpy(),
-        torch.stack([f for _, f in scored]).cpu().numpy(),
-    )
+        return np.zeros((len(MEASURES), 0, block.n_episodes))
+    return torch.stack(scored, dim=1).cpu().numpy()
 
 
-def _scores_metrics(
-    pred: torch.Tensor, target: torch.Tensor, n_way: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accuracy and macro-F1 ``[E]`` of predicted ways ``[E, M]`` against ``target`` [E, M],
-    counted with one bincount per quantity over (episode, way) cells."""
-    n_episodes = pred.shape[0]
-    offset = torch.arange(n_episodes, device=pred.device).unsqueeze(-1) * n_way
+def _measures(logits: torch.Tensor, target: torch.Tensor, n_way: int) -> torch.Tensor:
+    """:data:`MEASURES` ``[4, E]`` of logits ``[E, M, N]`` against ``target`` [E, M], each
+    counted with one bincount over (episode, way or bin) cells."""
+    n_episodes, n_queries = target.shape
+    log_p = torch.log_softmax(logits.to(torch.float64), dim=-1)
+    confidence, pred = log_p.max(-1)
     hit = (pred == target).to(torch.float64)
 
-    def per_way(index: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def per_cell(index: torch.Tensor, n: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+        offset = torch.arange(n_episodes, device=index.device).unsqueeze(-1) * n
         flat = (index + offset).reshape(-1)
         w = None if weights is None else weights.reshape(-1)
-        return (
-            torch.bincount(flat, w, minlength=n_episodes * n_way)
-            .view(n_episodes, n_way)
-            .to(torch.float64)
-        )
+        return torch.bincount(flat, w, minlength=n_episodes * n).view(n_episodes, n).double()
 
-    true_pos, predicted, actual = per_way(target, hit), per_way(pred), per_way(target)
+    true_pos, predicted, actual = (
+        per_cell(target, n_way, hit),
+        per_cell(pred, n_way),
+        per_cell(target, n_way),
+    )
     f1 = 2 * true_pos / (predicted + actual).clamp_min(1)
     present = (actual > 0).to(torch.float64)
-    macro = (f1 * present).sum(-1) / present.sum(-1).clamp_min(1)
-    return hit.mean(-1), macro
+    macro_f1 = (f1 * present).sum(-1) / present.sum(-1).clamp_min(1)
+    nll = -log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean(-1)
+    p = confidence.exp()
+    bins = (p * ECE_BINS).long().clamp_max(ECE_BINS - 1)
+    gap = per_cell(bins, ECE_BINS, p - hit).abs().sum(-1) / n_queries
+    return torch.stack([hit.mean(-1), macro_f1, nll, gap])
 
 
 def episodes_per_chunk(block: Episodes, x: torch.Tensor) -> int:

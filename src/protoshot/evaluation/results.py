@@ -58,8 +58,12 @@ class EvalResult:
     #: Mean difference to the baseline row on the same episodes, with its 95% half-width
     #: (``{"baseline": config, "mean": d, "ci95": h}``); see :func:`paired_differences`.
     paired: dict[str, Any] | None = None
-    #: Mean over episodes of the macro-F1 (over the classes with queries in each episode).
+    #: Means over episodes of the macro-F1 (over the classes with queries in each episode), of
+    #: the negative log-likelihood of the true class, and of the expected calibration error
+    #: (top-label, 15 bins): the probabilities are the softmax of the method's logits.
     macro_f1: float | None = None
+    nll: float | None = None
+    ece: float | None = None
 
     def __str__(self) -> str:
         name = ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -23,6 +23,13 @@ DEFAULT_TEMPERATURE = {"sqeuclidean": 1.0, "euclidean": 1.0, "cosine": 0.1, "dot
 UNIT_SPHERE_TEMPERATURE = {"sqeuclidean": 0.2, "euclidean": 0.1, "cosine": 0.1, "dot": 0.1}
 
 
+def default_temperature(metric: str, normalization: str) -> float:
+    """The softmax temperature of ``metric`` scores: :data:`DEFAULT_TEMPERATURE` on raw
+    embeddings, :data:`UNIT_SPHERE_TEMPERATURE` on L2 / CL2N-normalised ones."""
+    table = DEFAULT_TEMPERATURE if normalization == "none" else UNIT_SPHERE_TEMPERATURE
+    return table[metric]
+
+
 def squared_norms(x: torch.Tensor) -> torch.Tensor:
     """``|x|^2`` over the last axis, without the full-size temporary of ``x.pow(2).sum(-1)``."""
     return torch.linalg.vector_norm(x, dim=-1).square()

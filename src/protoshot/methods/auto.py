@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from protoshot.maths.distances import episode_scores
+from protoshot.maths.distances import default_temperature, episode_scores
 from protoshot.methods.base import EpisodeBlock
 from protoshot.methods.linear import HeadSettings, fit_linear
 from protoshot.methods.support import SupportSet, block_support
@@ -48,7 +48,8 @@ class Candidate:
         """Fit to ``support``; the scorer maps normalised queries ``[E, M, D]`` to ``[E, M, N]``."""
         if self.kind == "prototypes":
             protos = support.prototypes(self.prior_weight)
-            return lambda q: episode_scores(q, protos, "sqeuclidean")
+            temperature = default_temperature("sqeuclidean", NORMALIZATION)
+            return lambda q: episode_scores(q, protos, "sqeuclidean") / temperature
         return fit_linear(support, HeadSettings(prior_weight=self.prior_weight)).scores
 
 

@@ -25,7 +25,7 @@ from protoshot.maths.covariance import (
     whitener,
     within_class_scatter,
 )
-from protoshot.maths.distances import episode_scores
+from protoshot.maths.distances import default_temperature, episode_scores
 from protoshot.maths.normalize import NORMALIZATIONS
 from protoshot.methods.base import EpisodeBlock
 from protoshot.methods.support import SupportSet, block_support
@@ -89,8 +89,9 @@ class Mahalanobis:
         for k in shots:
             support = block_support(block, k, self.normalization)
             q = support.normalize(queries)
-            for method in self.shrinkages:
-                yield torch.cat(
+            temperature = default_temperature("sqeuclidean", self.normalization)
+            for method in self.shrinkages:  # logits: the estimator's probabilities follow
+                yield (1 / temperature) * torch.cat(
                     [
                         fit_shared_covariance(support.episodes(i, step), method).scores(
                             q[i : i + step]

@@ -20,7 +20,12 @@ import torch
 
 from protoshot._validation import check_choice
 from protoshot.maths.affine import normalized_mean_weights, normalized_products
-from protoshot.maths.distances import METRICS, scores_from_products, squared_norms
+from protoshot.maths.distances import (
+    METRICS,
+    default_temperature,
+    scores_from_products,
+    squared_norms,
+)
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 from protoshot.maths.prototypes import prototypes_with_prior
 from protoshot.methods.base import EpisodeBlock
@@ -90,8 +95,8 @@ class Prototypes:
                 }
             qp, qq = normalized_products(products[..., col : col + n], q_sq, norm, **centre)
             p_sq = squared_norms(protos.to(acc))
-            for metric in self.metrics:
-                yield scores_from_products(qp, qq, p_sq, metric)
+            for metric in self.metrics:  # logits: the estimator's probabilities follow
+                yield scores_from_products(qp, qq, p_sq, metric) / default_temperature(metric, norm)
 
     def _with_prior(
         self,
