@@ -225,9 +225,8 @@ def test_best_per_shot_and_the_config_fit_reads(blobs) -> None:
 def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -> None:
     from sklearn.metrics import f1_score
 
-    from protoshot.scoring import expected_calibration_error
-
     from protoshot.evaluation.engine import _measures
+    from protoshot.scoring import expected_calibration_error
 
     rng = np.random.default_rng(seed)
     target = torch.as_tensor(rng.integers(0, n_way, (3, n_query)))  # unbalanced, some ways absent
