@@ -86,10 +86,14 @@ def report() -> dict[str, Any]:
 
 
 def _print_report(rows: dict[str, dict[str, Any]]) -> None:
-    table = Table(title="HINT3 v2, bundled MiniLM, method auto: overall / in-scope / OOS recall / false-accept (%)")
+    table = Table(
+        title="HINT3 v2, bundled MiniLM, method auto: overall / in-scope / OOS recall / false-accept (%)"
+    )
     table.add_column("threshold from")
     for bot in BOTS:
-        table.add_column(f"{bot} ({100 * rows[bot]['out_of_scope_share']:.0f}% OOS)", justify="right")
+        table.add_column(
+            f"{bot} ({100 * rows[bot]['out_of_scope_share']:.0f}% OOS)", justify="right"
+        )
     table.add_column("mean overall", justify="right")
     labels = {
         f"train_only_{round(100 * ACCEPT)}": f"own shots, accept {100 * ACCEPT:.0f}% (default)",
@@ -100,7 +104,10 @@ def _print_report(rows: dict[str, dict[str, Any]]) -> None:
     }
     for key, name in labels.items():
         cells = [
-            " / ".join(f"{100 * rows[b][key][k]:.1f}" for k in ("overall", "in_scope", "oos_recall", "false_accept"))
+            " / ".join(
+                f"{100 * rows[b][key][k]:.1f}"
+                for k in ("overall", "in_scope", "oos_recall", "false_accept")
+            )
             for b in BOTS
         ]
         mean = np.mean([rows[b][key]["overall"] for b in BOTS])
@@ -127,7 +134,9 @@ def select(seeds: int = 100, known_share: int = 50, shots: int = 10) -> dict[str
             model.rejection = from_shots(model.classifier, mix=mix)
             report = model.score_report_embeddings(test.vectors, truth, unknown_label=OUT_OF_SCOPE)
             overall[mix].append(report.accuracy)
-    table = Table(title=f"selection: BANKING77, {known_share} known intents x {shots} shots, {seeds} seeds")
+    table = Table(
+        title=f"selection: BANKING77, {known_share} known intents x {shots} shots, {seeds} seeds"
+    )
     table.add_column("mix (prototype weight)")
     table.add_column("overall %", justify="right")
     best = max(MIXES, key=lambda m: np.mean(overall[m]))
@@ -140,7 +149,9 @@ def select(seeds: int = 100, known_share: int = 50, shots: int = 10) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--select", action="store_true", help="choose MIX on BANKING77")
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     args = parser.parse_args()

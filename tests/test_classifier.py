@@ -63,10 +63,14 @@ def test_probabilities_and_temperature(blobs) -> None:
     np.testing.assert_array_equal(binary.predict(x), (binary.decision_function(x) > 0).astype(int))
     sharp = PrototypeClassifier("cosine", temperature=0.01).fit(x, y).predict_proba(x)
     assert sharp.max(1).mean() > p.max(1).mean()  # a lower temperature is more confident
-    s = model.decision_function(x)
-    np.testing.assert_allclose(p, torch.softmax(torch.as_tensor(s) / 0.1, -1).numpy())
-    unit = PrototypeClassifier(normalization="l2").fit(x, y)  # bounded scores: a sharper default
-    s = torch.as_tensor(unit.decision_function(x))
+    s = model.decision_function(x)  # the temperature fitted on the shots
+    np.testing.assert_allclose(
+        p, torch.softmax(torch.as_tensor(s) / model.temperature_, -1).numpy()
+    )
+    one_shot = np.unique(y, return_index=True)[1]  # nothing to hold out: the fixed defaults
+    assert PrototypeClassifier("cosine").fit(x[one_shot], y[one_shot]).temperature_ == 0.1
+    unit = PrototypeClassifier(normalization="l2").fit(x[one_shot], y[one_shot])
+    s = torch.as_tensor(unit.decision_function(x))  # bounded scores: a sharper default
     np.testing.assert_allclose(unit.predict_proba(x), torch.softmax(s / 0.2, -1).numpy())
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from protoshot import AutoClassifier, LinearClassifier, PrototypeClassifier, load_estimator
@@ -220,9 +221,11 @@ def test_class_embeddings_must_be_a_mapping_of_the_classes_kind(blobs) -> None:
 def test_the_evaluators_nll_and_ece_are_the_estimators_probabilities(
     estimator, method, blobs
 ) -> None:
-    """The evaluator's logits are the estimator's: the same NLL and ECE on one episode."""
+    """The evaluator's logits are the estimator's scores at the method's default temperature
+    (a fitted estimator then refines its temperature on its own shots): the same NLL and ECE."""
     from protoshot import EpisodeSampler
     from protoshot.evaluation import evaluate_episodes
+    from protoshot.maths.distances import default_temperature
     from protoshot.methods import create_method
     from protoshot.scoring import expected_calibration_error
 
@@ -230,13 +233,14 @@ def test_the_evaluators_nll_and_ece_are_the_estimators_probabilities(
     episodes = EpisodeSampler(y, n_way=4, n_shot=5, n_query=6, n_episodes=1, seed=5).sample()
     support, query = episodes.support[0], episodes.query[0]
     estimator.fit(x[support.reshape(-1)], np.repeat(np.arange(4), 5))
-    proba = estimator.predict_proba(x[query.reshape(-1)])
-    truth = np.repeat(np.arange(4), 6)
     params = estimator.get_params()
-    grid = {
-        "normalizations": [params["normalization"]],
-        "metrics": [params.get("metric", "sqeuclidean")],
-    }
+    metric, norm = params.get("metric", "sqeuclidean"), params["normalization"]
+    chosen = getattr(estimator, "chosen_", method)
+    head = "linear" in chosen
+    scores = torch.from_numpy(estimator.decision_function(x[query.reshape(-1)]))
+    proba = torch.softmax(scores / (1.0 if head else default_temperature(metric, norm)), -1).numpy()
+    truth = np.repeat(np.arange(4), 6)
+    grid = {"normalizations": [norm], "metrics": [metric]}
     result = evaluate_episodes(
         x, episodes, methods=[create_method(method, **grid)], dtype="float64"
     ).results[0]

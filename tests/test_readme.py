@@ -117,8 +117,13 @@ def test_the_shell_tour_runs_as_written(in_workdir: Path) -> None:
     assert (in_workdir / "confusion.png").is_file() and (in_workdir / "acc.png").is_file()
 
 
-def test_the_python_blocks_run_as_written(in_workdir: Path) -> None:
-    write_images(in_workdir / "my_images", {f"glyph{i}": 20 for i in range(5)}, size=28)
+def test_the_python_blocks_run_as_written(
+    in_workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = in_workdir / "python"  # its own folder: the shell tour's model folders stay apart
+    own.mkdir(exist_ok=True)
+    monkeypatch.chdir(own)
+    write_images(own / "my_images", {f"glyph{i}": 20 for i in range(5)}, size=28)
     python = blocks("python")
     assert len(python) >= 2
     for number, block in enumerate(python):

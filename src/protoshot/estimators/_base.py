@@ -11,7 +11,7 @@ names) or removed; all are exact updates.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +28,7 @@ from protoshot._validation import check_choice
 from protoshot.labels import check_label_kinds, encode_labels
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 from protoshot.maths.prototypes import class_sums_tensors
-from protoshot.methods.support import SupportSet, rows_support
+from protoshot.methods.support import SupportSet, held_out_temperature, rows_support
 
 #: ``class_embeddings`` arguments: each class label -> the embedding of its name or description.
 ClassEmbeddings = Mapping[Any, Any]
@@ -72,7 +72,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         check_label_kinds(y)
         with self._all_or_nothing():
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
-            check_classification_targets(y)
+            _check_targets(y)
             self.center_ = self._initial_center(X)
             self.classes_, codes = encode_labels(y)
             self._start()
@@ -114,7 +114,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         check_label_kinds(y)
         with self._all_or_nothing():
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
-            check_classification_targets(y)
+            _check_targets(y)
             self._absorb(X, self._grow(np.asarray(y)))
             self._add_names(class_embeddings)
             self._refit()
@@ -398,6 +398,15 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             named=named,
         )  # fmt: skip
 
+    def _held_out_temperature(
+        self, fit: Callable[[SupportSet], Callable[[torch.Tensor], torch.Tensor]], default: float
+    ) -> float:
+        """The softmax temperature under which the shots' own cross-validated probabilities are
+        honest (least NLL; :func:`~protoshot.methods.support.held_out_temperature`), or
+        ``default`` when no class has two shots to hold out."""
+        found = held_out_temperature(self.support_set(torch.float64), fit)
+        return default if found is None else found
+
     def _check_every_class_scored(self, prior_weight: float) -> None:
         """Refuse classes with neither shots nor a usable name."""
         empty = (self.shot_counts_ == 0) & ~(self.named_ & (prior_weight > 0))
@@ -411,6 +420,16 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.poor_score = False
         return tags
+
+
+def _check_targets(y: np.ndarray) -> None:
+    """scikit-learn's check that ``y`` holds classes, without its warning that more classes than
+    half the samples "could represent a regression problem": few-shot data always has that."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than")
+        check_classification_targets(y)
 
 
 def _is_number(labels: np.ndarray) -> bool:

@@ -37,6 +37,10 @@ class MahalanobisClassifier(FewShotEstimator):
         variance.
     shrinkage_ : float
         Its shrinkage toward ``mu I``.
+    temperature_ : float
+        The softmax temperature of ``predict_proba``: the one that makes the shots' own
+        cross-validated probabilities honest (least NLL), refitted on every update; with one
+        shot per class, a fixed default.
     """
 
     method = "mahalanobis"
@@ -62,6 +66,10 @@ class MahalanobisClassifier(FewShotEstimator):
         self.covariance_ = fit.covariance[0].cpu().double().numpy()
         self.shrinkage_ = float(fit.shrinkage[0])
         self._fit = fit
+        default = default_temperature("sqeuclidean", self.normalization)
+        self.temperature_ = self._held_out_temperature(
+            lambda support: fit_shared_covariance(support, self.shrinkage).scores, default
+        )
 
     def _restore(self, state: dict[str, object], arrays: dict[str, np.ndarray]) -> None:
         self._refit()
@@ -70,7 +78,7 @@ class MahalanobisClassifier(FewShotEstimator):
         return self._fit.scores(query[None])[0]
 
     def _temperature(self) -> float:
-        return default_temperature("sqeuclidean", self.normalization)
+        return self.temperature_
 
     def _check_params(self) -> None:
         super()._check_params()

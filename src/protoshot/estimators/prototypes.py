@@ -8,6 +8,7 @@ more shots, and a class known only by its name works (zero-shot).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from protoshot.maths.distances import (
 )
 from protoshot.maths.normalize import normalize_tensor
 from protoshot.maths.prototypes import class_sums_tensors, prototypes_with_prior
+from protoshot.methods.support import SupportSet
 
 
 class PrototypeClassifier(FewShotEstimator):
@@ -38,8 +40,10 @@ class PrototypeClassifier(FewShotEstimator):
         ``"cl2n"`` subtracts ``center`` (by default the mean of the first fitted support, then
         kept fixed so that later updates stay exact) and L2-normalises.
     temperature : float, optional
-        ``predict_proba`` is ``softmax(scores / temperature)``; by default 1 (0.1 for cosine) on
-        raw embeddings, and 0.2 for squared Euclidean (0.1 otherwise) on normalised ones.
+        ``predict_proba`` is ``softmax(scores / temperature)``. By default the one that makes
+        the shots' own cross-validated probabilities honest (least NLL, refitted on every
+        update); with one shot per class, 1 (0.1 for cosine) on raw embeddings and 0.2 for
+        squared Euclidean (0.1 otherwise) on normalised ones.
     prior_weight : float
         How many shots a class's name embedding (``class_embeddings``) counts as; 0 ignores names.
     center : array [n_features], optional
@@ -57,6 +61,8 @@ class PrototypeClassifier(FewShotEstimator):
         Shots per class.
     names_, named_ : float64 [n_classes, n_features], bool [n_classes]
         Class-name embeddings (raw), and which classes have one.
+    temperature_ : float
+        The softmax temperature in use (given, or fitted on the shots).
     center_ : float64 [n_features] or None
         The centre used by ``"cl2n"``.
     n_features_in_ : int
@@ -116,9 +122,20 @@ class PrototypeClassifier(FewShotEstimator):
 
     def _refit(self) -> None:
         self._check_every_class_scored(self.prior_weight)
+        default = default_temperature(self.metric, self.normalization)
+        self.temperature_ = (
+            float(self.temperature)
+            if self.temperature is not None
+            else self._held_out_temperature(self._held_out_scorer, default)
+        )
+
+    def _held_out_scorer(self, support: SupportSet) -> Callable[[torch.Tensor], torch.Tensor]:
+        protos = support.prototypes(self.prior_weight)
+        return lambda q: episode_scores(q, protos, self.metric)
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.counts_ = self.counts_.astype(np.int64)
+        self._refit()
 
     def _scores(self, query: torch.Tensor) -> torch.Tensor:
         protos = self._prototypes(query.dtype, query.device)
@@ -133,6 +150,4 @@ class PrototypeClassifier(FewShotEstimator):
             raise ValueError(f"prior_weight must be >= 0, got {self.prior_weight}")
 
     def _temperature(self) -> float:
-        if self.temperature is not None:
-            return float(self.temperature)
-        return default_temperature(self.metric, self.normalization)
+        return self.temperature_

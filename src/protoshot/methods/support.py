@@ -7,6 +7,7 @@ scikit-learn estimators (one episode from ``X, y``) run the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -181,3 +182,30 @@ def rows_support(
     name_rows = None if names is None else normalize_tensor(names, normalization, center)[None]
     flags = None if named is None else named.to(x.dtype)[None]
     return SupportSet(padded, mask, name_rows, normalization, c, flags)
+
+
+def held_out_temperature(
+    support: SupportSet,
+    fit: Callable[[SupportSet], Callable[[torch.Tensor], torch.Tensor]],
+    n_folds: int = 3,
+) -> float | None:
+    """The softmax temperature that makes the shots' own held-out probabilities honest: a
+    scorer is fitted (``fit``) on each cross-validation fold of one episode's ``support``, the
+    held-out shots are scored, and the temperature minimises their NLL
+    (:func:`~protoshot.maths.calibration.fit_temperature`). ``None`` when no class has two
+    shots to hold out, or the held-out scores do not vary.
+    """
+    from protoshot.maths.calibration import fit_temperature
+
+    most = int(support.counts().max()) if support.x.shape[2] else 0
+    if support.n_episodes != 1 or most < 2:
+        return None
+    train, held = support.folds(min(n_folds, most))
+    f, n, k, d = train.x.shape
+    scores = fit(train)(train.x.reshape(f, n * k, d))  # [F, N * K, N]
+    target = torch.arange(n, device=scores.device).repeat_interleave(k).expand(f, -1)
+    chosen = held.reshape(f, n * k) > 0
+    try:
+        return fit_temperature(scores[chosen], target[chosen])
+    except ValueError:
+        return None
