@@ -229,3 +229,22 @@ def test_a_folder_without_a_model_is_not_locked(tmp_path: Path) -> None:
     with folder_lock(tmp_path, "protoshot fit"), folder_lock(tmp_path / "new", "fit"):
         pass
     assert not list(tmp_path.iterdir())
+
+
+def test_a_save_removes_temporaries_a_killed_writer_left(model_folder: Path) -> None:
+    old = model_folder / ".config.json.0123456789abcdef.tmp"
+    recent = model_folder / ".config.json.fedcba9876543210.tmp"
+    for stray in (old, recent):
+        stray.write_bytes(b"half a file")
+    os.utime(old, (0, 0))  # left long ago
+    model = PrototypeClassifier.load(model_folder)
+    model.save(model_folder, overwrite=True)
+    assert not old.exists() and recent.exists()  # a recent one may be another writer's
+    PrototypeClassifier.load(model_folder)  # a load removes nothing
+    assert recent.exists()
+
+
+def test_a_save_keeps_the_mode_the_owner_gave(model_folder: Path) -> None:
+    os.chmod(model_folder / "config.json", 0o640)
+    PrototypeClassifier.load(model_folder).save(model_folder, overwrite=True)
+    assert (model_folder / "config.json").stat().st_mode & 0o777 == 0o640

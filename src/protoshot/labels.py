@@ -4,10 +4,52 @@ from __future__ import annotations
 
 import numbers
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+#: The longest class name (in characters): a name is a label, not a document.
+MAX_NAME_LENGTH = 200
+
+
+def check_name(name: str) -> str:
+    """A class name made canonical: Unicode NFC (so "é" typed either way is one class).
+
+    Raises
+    ------
+    ValueError
+        If it is empty or blank, holds a control character (NUL, newline, ...) or a lone
+        surrogate, or is longer than :data:`MAX_NAME_LENGTH`.
+    """
+    shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+    if not name.strip():
+        raise ValueError(f"class name {shown} is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"class name {shown} has {len(name)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise ValueError(f"class name {shown} holds the control character {bad!r}")
+    return unicodedata.normalize("NFC", name)
+
+
+def canonical_labels(labels: Any) -> Any:
+    """Labels with every text label checked and made canonical (:func:`check_name`), as an
+    array; numbers pass as they are. Used wherever labels enter a model (library, CLI and HTTP
+    alike), before numpy's fixed-width strings could drop a trailing NUL and merge two names."""
+    if isinstance(labels, (list, tuple)):
+        values = list(labels)
+    else:
+        array = np.asarray(labels)
+        if array.dtype.kind not in "UO" or array.ndim != 1:  # the shape check comes later
+            return labels
+        values = array.tolist()
+    if not any(isinstance(v, str) for v in values):
+        return labels
+    return np.asarray([check_name(v) if isinstance(v, str) else v for v in values])
 
 
 def _kind(value: Any) -> str:
@@ -40,7 +82,7 @@ def as_label_array(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
         If there are no labels or they are not one-dimensional.
     """
     check_label_kinds(labels)
-    arr = np.asarray(labels)
+    arr = np.asarray(canonical_labels(labels))
     if arr.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {arr.shape}")
     if arr.size == 0:
@@ -49,7 +91,8 @@ def as_label_array(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
 
 
 def encode_labels(labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the sorted unique classes and each label's position among them."""
+    """Return the sorted unique classes and each label's position among them (text labels
+    checked and made canonical first, see :func:`check_name`)."""
     arr = as_label_array(labels)
     try:
         classes, codes = np.unique(arr, return_inverse=True)
@@ -59,7 +102,8 @@ def encode_labels(labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def labels_like(values: Sequence[Any] | np.ndarray, classes: np.ndarray) -> list[Any]:
-    """Labels given as text (CLI, HTTP, files) converted to the type of ``classes`` (``"3"`` -> ``3``).
+    """Labels given as text (CLI, HTTP, files) converted to the type of ``classes`` (``"3"`` -> ``3``),
+    text labels checked and made canonical (:func:`check_name`).
 
     Raises
     ------
@@ -67,7 +111,7 @@ def labels_like(values: Sequence[Any] | np.ndarray, classes: np.ndarray) -> list
         If ``classes`` are integers and a value is text that is not one.
     """
     if classes.dtype.kind not in "iu":
-        return list(values)
+        return [check_name(v) if isinstance(v, str) else v for v in values]
     bad = [v for v in values if isinstance(v, str) and not v.strip().lstrip("-").isdigit()]
     if bad:
         raise ValueError(f"class {bad[0]!r} is not an integer, but the classes are integers")

@@ -388,6 +388,11 @@ class FewShotModel:
             raise ValueError(
                 f"{directory} holds a classifier but no embedder: it was not saved by FewShotModel"
             )
+        if not isinstance(info["spec"], str) or info.get("dim") != classifier.n_features_in_:
+            raise ValueError(
+                f"{directory}: metadata.embedder must name a spec and the dimension "
+                f"{classifier.n_features_in_}, got {info!r:.120}"
+            )
         if embedder is None:
             embedder = embedder_for(str(info["spec"]), device=device, cache=cache)
         if embedder.fingerprint != info.get("fingerprint"):

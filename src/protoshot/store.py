@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,8 +63,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    # created like any file (0666 less the umask), unlike mkstemp's private 0600
+    # created like any file (0666 less the umask), unlike mkstemp's private 0600; a file
+    # replaced keeps the mode its owner gave it
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    if target.exists():
+        os.chmod(tmp, target.stat().st_mode & 0o7777)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -150,7 +154,25 @@ def write_model(
     for stale in path.glob(f"{ARRAYS_PREFIX}*{ARRAYS_SUFFIX}"):
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
+    _remove_stray_temporaries(path)
     return path
+
+
+#: Temporary files of :func:`atomic_path`; one older than this was left by a killed writer.
+STRAY_AFTER_SECONDS = 60.0
+
+
+def _remove_stray_temporaries(folder: Path) -> None:
+    """Delete temporary files that an interrupted save left (a kill between creating and
+    renaming them). Only after a successful save, and only old ones: a temporary is never
+    read by anyone, and a recent one may belong to a writer still at work."""
+    import time
+
+    pattern = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+    now = time.time()
+    for entry in folder.iterdir():
+        if pattern.fullmatch(entry.name) and now - entry.stat().st_mtime > STRAY_AFTER_SECONDS:
+            entry.unlink(missing_ok=True)
 
 
 def read_model(folder: str | os.PathLike[str], attempts: int = 3) -> StoredModel:
@@ -170,7 +192,13 @@ def read_model(folder: str | os.PathLike[str], attempts: int = 3) -> StoredModel
         except FileNotFoundError:
             continue
         if hashlib.sha256(data).hexdigest() == config["arrays_sha256"]:
-            return StoredModel(config, load(data), arrays_path)
+            try:
+                arrays = load(data)
+            except Exception as err:  # safetensors' own error type, from its Rust core
+                raise ValueError(
+                    f"{arrays_path} is not a readable safetensors file: {err}"
+                ) from None
+            return StoredModel(config, arrays, arrays_path)
     raise ValueError(f"{arrays_path} is missing or does not match config.json's checksum")
 
 
@@ -199,7 +227,64 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     while version < FORMAT_VERSION:
         config = MIGRATIONS[version](config)
         version = config["format_version"] = version + 1
+    check_config(config, config_path)
     return config
+
+
+#: The arrays file a config may name: a bare file name of this folder, nothing else.
+ARRAYS_NAME = re.compile(rf"{ARRAYS_PREFIX}[0-9a-f]{{16}}{re.escape(ARRAYS_SUFFIX)}")
+#: The fields every (migrated) config holds, and the JSON types each takes.
+FIELDS: dict[str, tuple[type, ...]] = {
+    "arrays_file": (str,),
+    "arrays_sha256": (str,),
+    "method": (str,),
+    "params": (dict,),
+    "classes": (list,),
+    "n_features_in": (int,),
+    "fixed_center": (bool,),
+    "state": (dict,),
+    "metadata": (dict,),
+}
+
+
+def check_config(config: dict[str, Any], where: str | os.PathLike[str]) -> None:
+    """Check a config like a file format: each field's type and range, the class names
+    (unique, one kind, valid names), and an ``arrays_file`` that is a bare file name of the
+    folder (never a path that leads elsewhere).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file and the field.
+    """
+    from protoshot.labels import check_name
+
+    def bad(field: str, why: str) -> ValueError:
+        return ValueError(f"{where}: {field} {why}")
+
+    for field, kinds in FIELDS.items():
+        value = config.get(field)
+        if not isinstance(value, kinds) or (int in kinds and isinstance(value, bool)):
+            raise bad(field, f"must be a {kinds[0].__name__}, got {value!r:.60}")
+    if not ARRAYS_NAME.fullmatch(config["arrays_file"]):
+        raise bad(
+            "arrays_file",
+            f"must be a file of the folder like prototypes-<16 hex>.safetensors, got {config['arrays_file']!r:.80}",
+        )
+    if not re.fullmatch(r"[0-9a-f]{64}", config["arrays_sha256"]):
+        raise bad("arrays_sha256", "must be 64 hexadecimal digits")
+    if config["n_features_in"] < 1:
+        raise bad("n_features_in", f"must be at least 1, got {config['n_features_in']}")
+    classes = config["classes"]
+    types = {type(c) for c in classes}
+    if not classes or not (types <= {str} or types <= {int, float}):
+        raise bad("classes", "must be a non-empty list of names, or of numbers")
+    try:
+        canonical = [check_name(c) if isinstance(c, str) else c for c in classes]
+    except ValueError as err:
+        raise bad("classes", f"holds a bad name: {err}") from None
+    if len(set(canonical)) != len(classes) or canonical != sorted(canonical):
+        raise bad("classes", "must be distinct names in sorted order")
 
 
 def _arrays_file_named_by(path: Path) -> str | None:

@@ -28,13 +28,37 @@ def serve_command(
     host: Annotated[
         str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     max_batch: Annotated[
         int, typer.Option(min=1, help="Most items per request (more: 422).")
     ] = 256,
     max_body_mb: Annotated[
         float, typer.Option(min=0.01, help="Largest request body, in MiB (larger: 413).")
     ] = 32.0,
+    max_request_chars: Annotated[
+        int, typer.Option(min=1, help="Characters of text one request may hold in all (more: 413).")
+    ] = 1_000_000,
+    max_request_megapixels: Annotated[
+        float,
+        typer.Option(
+            min=0.01, help="Decoded pixels one request may hold in all, in millions (more: 413)."
+        ),
+    ] = 100.0,
+    max_waiting: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Items that may wait to be embedded; beyond, requests answer 503 with "
+            "Retry-After (default: 4 x --max-batch).",
+        ),
+    ] = None,
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only",
+            help="Predictions only: updates answer 403 (automatic when MODEL_DIR is not writable).",
+        ),
+    ] = False,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -46,14 +70,21 @@ def serve_command(
     with user_errors():
         import uvicorn
 
-        from protoshot.service import create_app
+        from protoshot.service import Budget, create_app
 
+        budget = Budget(chars=max_request_chars, pixels=int(max_request_megapixels * 1e6))
         app = create_app(
             model_dir,
             device=device,
             cache=cache_arg(no_cache, cache_dir),
             max_batch=max_batch,
             max_body_bytes=int(max_body_mb * 2**20),
+            budget=budget,
+            max_waiting=max_waiting,
+            read_only=read_only,
         )
+    if app.state.read_only:
+        why = "--read-only" if read_only else f"{plain(model_dir)} is not writable"
+        stderr().print(f"read-only ({why}): predictions only, updates answer 403")
     stderr().print(f"serving {plain(model_dir)} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from protoshot import store
 from protoshot._device import best_device
 from protoshot._validation import check_choice
-from protoshot.labels import check_label_kinds, encode_labels
+from protoshot.labels import canonical_labels, check_label_kinds, encode_labels
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 from protoshot.maths.prototypes import class_sums_tensors
 from protoshot.methods.support import SupportSet, held_out_temperature, rows_support
@@ -70,6 +70,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         check_label_kinds(y)
+        y = canonical_labels(y)
         with self._all_or_nothing():
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
             _check_targets(y)
@@ -112,6 +113,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             return self.fit(X, y, class_embeddings)
         self._check_params()
         check_label_kinds(y)
+        y = canonical_labels(y)
         with self._all_or_nothing():
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
             _check_targets(y)
@@ -131,7 +133,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     def remove_classes(self, labels: Sequence[Any]) -> Any:
         """Forget the given classes (exact: their statistics and shots are dropped)."""
         check_is_fitted(self)
-        labels_arr = np.asarray(labels)
+        labels_arr = np.asarray(canonical_labels(labels))
         unknown = labels_arr[~np.isin(labels_arr, self.classes_)]
         if unknown.size:
             raise ValueError(
@@ -252,14 +254,20 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     @classmethod
     def _from_stored(cls, stored: store.StoredModel, device: str | None) -> Any:
         config, arrays = stored.config, stored.arrays
-        model = cls(device=device, **config["params"])
-        model.classes_ = np.asarray(config["classes"], dtype=np.dtype(config["classes_dtype"]))
+        try:
+            model = cls(device=device, **config["params"])
+            model._check_params()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{stored.arrays_path.parent}: params are not valid: {err}") from None
+        # the classes' own type (never a stored dtype, which could truncate names)
+        model.classes_ = np.asarray(config["classes"])
         model.n_features_in_ = int(config["n_features_in"])
         model.metadata_ = dict(config.get("metadata") or {})
+        n, d = len(model.classes_), model.n_features_in_
+        _check_arrays(arrays, cls._per_class, n, d, stored.arrays_path)
         model.center_ = arrays.get("center")
         if config.get("fixed_center") and model.center_ is not None:
             model.center = model.center_  # a centre given at fit time stays fixed on updates
-        n, d = len(model.classes_), model.n_features_in_
         model.names_ = arrays.get("names", np.zeros((n, d)))
         model.named_ = arrays.get("named", np.zeros(n, dtype=np.uint8)).astype(bool)
         for name in cls._per_class:
@@ -267,11 +275,11 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         # prototype folders written before every method kept its shots have sums and no rows
         model.support_ = arrays.get("support", np.zeros((0, d), dtype=np.float32))
         model.support_codes_ = arrays.get("support_codes", np.zeros(0, dtype=np.int64))
-        shapes = {name: getattr(model, name).shape[:1] for name in (*cls._per_class, "names_")}
-        if any(shape != (n,) for shape in shapes.values()) or model.names_.shape[1:] != (d,):
+        scored = (model.shot_counts_ > 0) | model.named_
+        if not scored.all():
             raise ValueError(
-                f"{stored.arrays_path} holds arrays that do not match config.json's {n} classes "
-                f"of {d} features: {shapes}"
+                f"{stored.arrays_path}: classes {model.classes_[~scored].tolist()[:5]} have "
+                "neither shots nor a name"
             )
         model._restore(config.get("state") or {}, arrays)
         return model
@@ -337,7 +345,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     def _grow(self, labels: np.ndarray) -> np.ndarray:
         """Add the classes of ``labels`` that are new; returns each label's class position."""
         new_classes = np.unique(labels)
-        if _is_number(new_classes) != _is_number(self.classes_):
+        if _label_kind(new_classes) != _label_kind(self.classes_):
             raise TypeError(
                 f"new labels are of type {new_classes.dtype}, but the classifier's are "
                 f"{self.classes_.dtype}"
@@ -363,7 +371,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             )
         if not class_embeddings:
             return
-        labels = np.asarray(list(class_embeddings))
+        labels = np.asarray(canonical_labels(list(class_embeddings)))
         vectors = np.asarray([np.asarray(v, dtype=np.float64) for v in class_embeddings.values()])
         if vectors.shape != (len(labels), self.n_features_in_) or not np.isfinite(vectors).all():
             raise ValueError(
@@ -422,6 +430,50 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         return tags
 
 
+def _check_arrays(
+    arrays: Mapping[str, np.ndarray], per_class: Sequence[str], n: int, d: int, where: Path
+) -> None:
+    """The stored arrays against the config's ``n`` classes of ``d`` features: present, of the
+    right shapes and kinds, finite, counts and class positions in range. One line names the
+    first array that is wrong."""
+    expected: dict[str, tuple[tuple[int | None, ...], str]] = {
+        **{name.rstrip("_"): ((n,), "") for name in per_class},
+        "names": ((n, d), "f"),
+        "named": ((n,), "iub"),
+        "center": ((d,), "f"),
+        "support": ((None, d), "f"),
+        "support_codes": ((None,), "iu"),
+    }
+    required = {name.rstrip("_") for name in per_class}
+    for name in required - set(arrays):
+        raise ValueError(f"{where}: the array {name!r} is missing")
+    for name, array in arrays.items():
+        if name not in expected:
+            continue  # a method's own arrays (a head) are checked where they are read
+        shape, kinds = expected[name]
+        fits = len(array.shape) >= len(shape) and all(
+            want is None or got == want for got, want in zip(array.shape, shape, strict=False)
+        )
+        if not fits or (kinds and array.dtype.kind not in kinds):
+            raise ValueError(
+                f"{where}: the array {name!r} has shape {array.shape} and dtype {array.dtype}; "
+                f"expected {tuple('m' if s is None else s for s in shape)} for {n} classes of "
+                f"{d} features"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"{where}: the array {name!r} holds NaN or infinite values")
+        if name == "counts" and (array < 0).any():
+            raise ValueError(f"{where}: the array 'counts' holds negative counts")
+    codes = arrays.get("support_codes")
+    if codes is not None and (
+        len(codes) != len(arrays.get("support", ()))
+        or (len(codes) and not 0 <= codes.min() <= codes.max() < n)
+    ):
+        raise ValueError(
+            f"{where}: the array 'support_codes' does not match 'support' and the {n} classes"
+        )
+
+
 def _check_targets(y: np.ndarray) -> None:
     """scikit-learn's check that ``y`` holds classes, without its warning that more classes than
     half the samples "could represent a regression problem": few-shot data always has that."""
@@ -432,6 +484,9 @@ def _check_targets(y: np.ndarray) -> None:
         check_classification_targets(y)
 
 
-def _is_number(labels: np.ndarray) -> bool:
-    """Whether labels are numbers (integers, floats, booleans) rather than text or objects."""
-    return labels.dtype.kind in "biufc"
+def _label_kind(labels: np.ndarray) -> str:
+    """``"bool"``, ``"number"`` (integers, floats) or ``"text"``: labels of one kind only ever
+    join classes of the same kind (``True`` is not class 1, ``5`` is not class "5")."""
+    if labels.dtype.kind == "b":
+        return "bool"
+    return "number" if labels.dtype.kind in "iufc" else "text"

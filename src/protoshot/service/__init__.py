@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from protoshot.service.app import create_app
+from protoshot.service.inputs import Budget
 
-__all__ = ["create_app"]
+__all__ = ["Budget", "create_app"]

@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,9 +22,9 @@ from fastapi.responses import JSONResponse
 from protoshot import __version__
 from protoshot.cache import CacheArg
 from protoshot.model import FewShotModel
-from protoshot.service.batching import MicroBatcher
+from protoshot.service.batching import MicroBatcher, Overloaded
 from protoshot.service.body_limit import BodyLimit
-from protoshot.service.inputs import request_items
+from protoshot.service.inputs import Budget, request_items
 from protoshot.service.schemas import (
     ClassesResponse,
     Description,
@@ -46,22 +47,34 @@ def _error(description: str) -> dict[str, Any]:
 
 _INVALID = _error("Invalid request: no items, too many, the wrong kind, or undecodable images")
 _UNSAVED = _error("The update could not be saved; the model is unchanged")
-_READ_ERRORS: Responses = {413: _error("Request body or image too large"), 422: _INVALID}
-_ADD_ERRORS: Responses = {**_READ_ERRORS, 500: _UNSAVED}
+_BUSY = _error("Overloaded: too many items wait to be embedded; retry after `Retry-After` s")
+_READ_ONLY = _error("The server is read-only: updates are disabled")
+_READ_ERRORS: Responses = {
+    413: _error("Request body, image or the request's text or pixel budget too large"),
+    422: _INVALID,
+    503: _BUSY,
+}
+_ADD_ERRORS: Responses = {**_READ_ERRORS, 403: _READ_ONLY, 500: _UNSAVED}
 _REMOVE_ERRORS: Responses = {
+    403: _READ_ONLY,
     404: _error("No such class"),
     409: _error("The last class cannot be removed"),
     422: _INVALID,
     500: _UNSAVED,
 }
+#: Seconds a shed request is told to wait before trying again.
+RETRY_AFTER = 1
 
 
 class _State:
     """The current model, swapped whole on each update; ``lock`` serialises the updates."""
 
-    def __init__(self, model: FewShotModel, model_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, model: FewShotModel, model_dir: str | os.PathLike[str], read_only: bool
+    ) -> None:
         self.model = model
         self.model_dir = model_dir
+        self.read_only = read_only
         self.lock = threading.Lock()
 
     def update(self, change: Callable[[FewShotModel], object]) -> FewShotModel:
@@ -69,14 +82,17 @@ class _State:
 
         If ``change`` or the save fails, the served model and the folder stay as they were.
         """
+        if self.read_only:
+            raise HTTPException(403, "this server is read-only: updates are disabled")
         with self.lock:
             new = self.model.copy()
             _library(lambda: change(new))
             try:
                 new.save(self.model_dir, overwrite=True)
-            except OSError as err:
+            except OSError as err:  # the reason, never the server's paths
+                reason = err.strerror or type(err).__name__
                 raise HTTPException(
-                    500, f"the update could not be saved, so the model is unchanged: {err}"
+                    500, f"the update could not be saved ({reason}), so the model is unchanged"
                 ) from err
             self.model = new
             return new
@@ -89,6 +105,9 @@ def create_app(
     cache: CacheArg = True,
     max_batch: int = 256,
     max_body_bytes: int = 32 * 2**20,
+    budget: Budget | None = None,
+    max_waiting: int | None = None,
+    read_only: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving the FewShotModel saved in ``model_dir``.
 
@@ -101,9 +120,17 @@ def create_app(
     device, cache
         Passed to :meth:`FewShotModel.load`.
     max_batch : int
-        Most items per request (more answer 422).
+        Most items per request (more answer 422), and per forward pass.
     max_body_bytes : int
         Largest request body (larger ones answer 413).
+    budget : Budget, optional
+        Characters of text and decoded pixels one request may hold in all (more answer 413);
+        its ``items`` is ``max_batch``.
+    max_waiting : int, optional
+        Most items waiting to be embedded; a request beyond it answers 503 with
+        ``Retry-After`` (default ``4 * max_batch``).
+    read_only : bool
+        Serve predictions only (updates answer 403); also when ``model_dir`` is not writable.
 
     Raises
     ------
@@ -112,16 +139,20 @@ def create_app(
     FolderInUseError
         If another process serves or updates ``model_dir``.
     """
-    state = _State(FewShotModel.load(model_dir, device=device, cache=cache), model_dir)
-    lock = FolderLock(model_dir, "protoshot serve")
+    budget = replace(budget or Budget(), items=max_batch)
+    read_only = read_only or not os.access(model_dir, os.W_OK)
+    state = _State(FewShotModel.load(model_dir, device=device, cache=cache), model_dir, read_only)
+    lock = None if read_only else FolderLock(model_dir, "protoshot serve")
     # the embedder never changes (updates swap the classifier), so one batcher serves all models
-    batcher = MicroBatcher(state.model.embed, max_items=max_batch)
+    waiting = 4 * max_batch if max_waiting is None else max_waiting
+    batcher = MicroBatcher(state.model.embed, max_items=max_batch, max_waiting=waiting)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.close()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
     app = FastAPI(
         title="protoshot",
@@ -132,9 +163,16 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(Exception)(_internal_error)
+    app.state.read_only = read_only
 
     def embed(items: list[Any]) -> np.ndarray:
-        return _library(lambda: batcher.embed(items))
+        try:
+            return _library(lambda: batcher.embed(items))
+        except Overloaded as err:
+            raise HTTPException(
+                503, f"overloaded: {err}; retry later", headers={"Retry-After": str(RETRY_AFTER)}
+            ) from err
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:
@@ -144,6 +182,8 @@ def create_app(
             "classes": len(state.model.classes),
             "embedding_passes": batcher.passes,
             "embedded_requests": batcher.requests,
+            "shed_requests": batcher.shed,
+            "read_only": state.read_only,
         }
 
     @app.get("/v1/classes", response_model=ClassesResponse)
@@ -159,7 +199,7 @@ def create_app(
     def predict(body: PredictRequest) -> dict[str, Any]:
         """Classify a batch of texts or base64 images."""
         model = state.model  # one consistent model for the whole request
-        vectors = embed(request_items(body, model.embedder, max_items=max_batch))
+        vectors = embed(request_items(body, model.embedder, budget=budget))
         predictions = model.predict_embeddings(vectors, top_k=body.top_k)
         return {"predictions": [p.to_dict() for p in predictions], "model": _info(model)}
 
@@ -168,7 +208,9 @@ def create_app(
     )
     def add_examples(name: str, body: Items) -> dict[str, Any]:
         """Add shots to class `name` (created if new); saved to the model folder before the answer."""
-        vectors = embed(request_items(body, state.model.embedder, max_items=max_batch))
+        if state.read_only:  # refused before any work
+            raise HTTPException(403, "this server is read-only: updates are disabled")
+        vectors = embed(request_items(body, state.model.embedder, budget=budget))
         label = _library(lambda: state.model.as_class_values([name])[0])
         new = state.update(lambda m: m.add_embeddings(vectors, [label] * len(vectors)))
         return {"name": label, "shots": new.class_counts()[label], "classes": len(new.classes)}
@@ -225,6 +267,14 @@ def _library(call: Callable[[], T]) -> T:
         return call()
     except (ValueError, TypeError) as err:
         raise HTTPException(422, str(err)) from err
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unexpected: a one-line JSON 500 that names the kind of failure, never the
+    server's paths or a traceback (those go to the server's log). Updates swap the model in
+    only after they are saved, so an error leaves the model as it was."""
+    detail = f"internal error ({type(exc).__name__}); the model is unchanged"
+    return JSONResponse({"detail": detail}, status_code=500)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

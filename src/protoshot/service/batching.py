@@ -4,6 +4,10 @@ One worker thread embeds; while it is busy, requests queue up, and its next pass
 them at once (up to ``max_items``). A lone request never waits for company, so it pays no extra
 latency; under load, larger batches use the model far better than one text at a time. A pass
 that fails is retried one request at a time, so a bad item fails only its own request.
+
+The queue is bounded: when more than ``max_waiting`` items wait, a new request is refused at
+once (:class:`Overloaded`, which the service answers 503 with ``Retry-After``) instead of
+joining a line whose wait would only grow: latency stays bounded under any load (load shedding).
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import numpy as np
 _Job = tuple[list[Any], "Future[np.ndarray]"]
 
 
+class Overloaded(RuntimeError):
+    """More items wait than the queue allows: come back later."""
+
+
 class MicroBatcher:
     """Embed items for many threads through one function, batching what arrives together.
 
@@ -28,11 +36,23 @@ class MicroBatcher:
         ``embed(items) -> float32 [len(items), dim]``, called from the worker thread only.
     max_items : int
         A pass stops taking waiting requests once it holds this many items.
+    max_waiting : int, optional
+        Most items waiting for a pass; a request that would exceed it raises
+        :class:`Overloaded` (default: no bound).
     """
 
-    def __init__(self, embed: Callable[[list[Any]], np.ndarray], *, max_items: int = 256) -> None:
+    def __init__(
+        self,
+        embed: Callable[[list[Any]], np.ndarray],
+        *,
+        max_items: int = 256,
+        max_waiting: int | None = None,
+    ) -> None:
         self._embed = embed
         self._max_items = max_items
+        self._max_waiting = max_waiting
+        self._waiting = 0  # items queued and not yet taken by a pass (guarded by _closing)
+        self.shed = 0  # requests refused as overloaded
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
         self._closing = threading.Lock()  # no request is queued after the close marker
@@ -44,10 +64,17 @@ class MicroBatcher:
     def embed(self, items: Sequence[Any]) -> np.ndarray:
         """The embeddings of ``items``, computed together with whatever else is waiting."""
         future: Future[np.ndarray] = Future()
+        items = list(items)
         with self._closing:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
-            self._queue.put((list(items), future))
+            if self._max_waiting is not None and self._waiting + len(items) > self._max_waiting:
+                self.shed += 1
+                raise Overloaded(
+                    f"{self._waiting} items are already waiting (limit {self._max_waiting})"
+                )
+            self._waiting += len(items)
+            self._queue.put((items, future))
         return future.result()
 
     def close(self) -> None:
@@ -73,6 +100,8 @@ class MicroBatcher:
                 batch.append(job)
                 size += len(job[0])
             self.requests += len(batch)
+            with self._closing:
+                self._waiting -= size
             self._run(batch)
 
     def _run(self, batch: list[_Job]) -> None:

@@ -105,6 +105,8 @@ class Health(BaseModel):
     classes: int = Field(description="Number of classes.")
     embedding_passes: int = Field(description="Embedding passes made since the start.")
     embedded_requests: int = Field(description="Requests those passes served.")
+    shed_requests: int = Field(description="Requests refused with 503 as the queue was full.")
+    read_only: bool = Field(description="Whether updates are disabled.")
 
 
 class Error(BaseModel):
