@@ -1,8 +1,10 @@
 """Throughput of a deployed model: the HTTP service and batch prediction on BANKING77.
 
 - ``/v1/predict`` on the bundled MiniLM model (77 intents, 10 shots each): requests/s and
-  p50 / p99 latency with 1 and 16 concurrent clients, one text per request, on loopback;
-  each client sends a bounded number of requests and stops by a deadline;
+  p50 / p99 latency with 1, 16, 64 and 256 concurrent clients, one text per request, on
+  loopback; each client sends a bounded number of requests and stops by a deadline; then 64 and
+  256 clients against a server with a short queue (``--max-waiting 32``): the requests it sheds
+  (503, ``Retry-After``) and the latency of those it serves;
 - batch prediction of the 3,080 BANKING77 test texts: ``FewShotModel.predict`` with a cold and a
   warm embedding cache, and the ``protoshot predict`` command (warm).
 
@@ -38,7 +40,7 @@ def fit_model(folder: Path, cache: Path) -> tuple[Path, list[str]]:
     return folder / "model", list(test.items)
 
 
-def serve(model_dir: Path, cache: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(model_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -52,6 +54,7 @@ def serve(model_dir: Path, cache: Path) -> tuple[subprocess.Popen[bytes], str]:
         str(port),
         "--cache-dir",
         str(cache),
+        *extra,
     ]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -68,9 +71,9 @@ def serve(model_dir: Path, cache: Path) -> tuple[subprocess.Popen[bytes], str]:
 def load(url: str, texts: list[str], clients: int, requests: int, seconds: float) -> dict:
     deadline = time.monotonic() + seconds
 
-    def client(c: int) -> list[float]:
-        latencies = []
-        with httpx.Client(base_url=url, timeout=60) as http:
+    def client(c: int) -> tuple[list[float], int]:
+        latencies, shed = [], 0
+        with httpx.Client(base_url=url, timeout=120) as http:
             for i in range(requests):
                 if time.monotonic() > deadline:
                     break
@@ -78,21 +81,42 @@ def load(url: str, texts: list[str], clients: int, requests: int, seconds: float
                 r = http.post(
                     "/v1/predict", json={"texts": [texts[(c * requests + i) % len(texts)]]}
                 )
+                if r.status_code == 503:  # shed: the client would retry after Retry-After
+                    shed += 1
+                    time.sleep(float(r.headers.get("retry-after", 1)))
+                    continue
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - start)
-        return latencies
+        return latencies, shed
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        lat = np.concatenate([np.array(x) for x in pool.map(client, range(clients))])
+        results = list(pool.map(client, range(clients)))
     wall = time.perf_counter() - start
+    lat = np.concatenate([np.array(x) for x, _ in results])
+    shed = sum(n for _, n in results)
     return {
         "clients": clients,
         "requests": lat.size,
+        "shed": shed,
         "rps": lat.size / wall,
         "p50_ms": 1e3 * np.percentile(lat, 50),
         "p99_ms": 1e3 * np.percentile(lat, 99),
     }
+
+
+def levels(
+    url: str, texts: list[str], counts: tuple[int, ...], args: argparse.Namespace
+) -> list[dict]:
+    """Each load level in turn, with the requests each embedding pass served."""
+    rows = []
+    for clients in counts:
+        before = httpx.get(url + "/healthz").json()
+        rows.append(load(url, texts, clients, args.requests, args.seconds))
+        after = httpx.get(url + "/healthz").json()
+        passes = max(after["embedding_passes"] - before["embedding_passes"], 1)
+        rows[-1]["per_pass"] = (after["embedded_requests"] - before["embedded_requests"]) / passes
+    return rows
 
 
 def main() -> None:
@@ -107,29 +131,24 @@ def main() -> None:
         warm_cache, cold_cache = folder / "warm", folder / "cold"
         model_dir, texts = fit_model(folder, warm_cache)
         # the served texts are new to the cache: each request embeds its text
-        proc, url = serve(model_dir, cold_cache)
-        try:
-            load(url, texts[-50:], 2, 10, 10)  # warm-up
-            rows = []
-            for clients in (1, 16):
-                before = httpx.get(url + "/healthz").json()
-                rows.append(load(url, texts, clients, args.requests, args.seconds))
-                after = httpx.get(url + "/healthz").json()
-                passes = after["embedding_passes"] - before["embedding_passes"]
-                rows[-1]["per_pass"] = (
-                    after["embedded_requests"] - before["embedded_requests"]
-                ) / passes
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        rows = []
+        for extra, counts in (((), (1, 16, 64, 256)), (("--max-waiting", "32"), (64, 256))):
+            proc, url = serve(model_dir, cold_cache, *extra)
+            try:
+                load(url, texts[-50:], 2, 10, 10)  # warm-up
+                for row in levels(url, texts, counts, args):
+                    rows.append({**row, "queue": extra[1] if extra else "1024 (default)"})
+            finally:
+                proc.terminate()
+                proc.wait(30)
         print(
-            "| clients | requests | requests/s | p50 (ms) | p99 (ms) | requests per embedding pass |"
+            "| queue (items) | clients | served | shed (503) | requests/s | p50 (ms) | p99 (ms) | requests per pass |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
-                f"{r['p99_ms']:.1f} | {r['per_pass']:.1f} |"
+                f"| {r['queue']} | {r['clients']} | {r['requests']} | {r['shed']} | {r['rps']:.1f} | "
+                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['per_pass']:.1f} |"
             )
 
         model = FewShotModel.load(model_dir, cache=folder / "batch")

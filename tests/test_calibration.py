@@ -66,3 +66,14 @@ def test_estimators_fit_their_temperature_on_held_out_shots(make, blobs) -> None
     assert first.temperature_ == pytest.approx(fitted, rel=0.5)
     fixed = PrototypeClassifier(temperature=0.5).fit(x, y)
     assert fixed.temperature_ == 0.5
+
+
+def test_a_temperature_needs_enough_held_out_shots(blobs) -> None:
+    """One extra shot in a 1-shot model holds out a single shot: right or wrong, it would send
+    the temperature to an end of its range; the default stays until there is more."""
+    x, y = blobs
+    first = np.unique(y, return_index=True)[1]
+    model = PrototypeClassifier("cosine", normalization="cl2n").fit(x[first], y[first])
+    spare = np.setdiff1d(np.flatnonzero(y == y[first[0]]), first)[:1]
+    model.partial_fit(x[spare], y[spare])
+    assert model.temperature_ == 0.1

@@ -245,6 +245,9 @@ def test_several_embedders_on_the_same_episodes(cache_dir: Path, tmp_path: Path)
     report = json.loads(out)
     jsonschema.validate(report, json_schema())
     assert {r["config"]["model"] for r in report["results"]} == {"minilm", bert}
+    assert {(b["model"], b["n_shot"]) for b in report["best_per_shot"]} == {
+        (m, k) for m in ("minilm", bert) for k in (1, 2)
+    }  # the best of each embedder at each shot count
     assert report["model"] == f"minilm,{bert}" and report["fingerprint"].count(",") == 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # the same episodes: each embedder alone gives the same rows as beside the other

@@ -424,7 +424,7 @@ def test_calibration_survives_add(text_model: Path, banking_csv, cache_dir: Path
     code, out, err = run("calibrate", str(text_model), "--json", *cache)  # from the shots alone
     assert code == 0, err
     calib = json.loads(out)
-    assert calib["saved"] and "90% of the model's 30 shots" in calib["rule"]
+    assert calib["saved"] and "90% of the model's 30 shots that have another" in calib["rule"]
     assert calib["false_accept_rate"] is None
     code, _, err = run("add", str(text_model), "refund_request", "-t", "refund please", *cache)
     assert code == 0, err
@@ -513,3 +513,32 @@ def test_semicolon_csv_end_to_end(banking_csv, cache_dir: Path, tmp_path: Path) 
     answers = [json.loads(line) for line in out.splitlines()]
     assert [a["columns"]["category"] for a in answers] == [r["category"] for r in rows]
     assert np.mean([a["label"] == a["columns"]["category"] for a in answers]) > 0.9
+
+
+def test_score_lists_pairs_when_there_are_too_many_classes_to_draw(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    rows = [f"item number {i} of group {g}" for g in range(101) for i in range(2)]
+    data = tmp_path / "many.csv"
+    data.write_text("text,label\n" + "".join(f"{t},g{t.split()[-1]}\n" for t in rows))
+    cache = ("--cache-dir", str(cache_dir))
+    folder = tmp_path / "model"
+    assert (
+        run("fit", str(data), "-m", "minilm", "-o", str(folder), "--method", "prototypes", *cache)[
+            0
+        ]
+        == 0
+    )
+    code, out, err = run(
+        "score", str(folder), str(data), "--confusion", str(tmp_path / "c.png"), *cache
+    )
+    assert code == 0 and "101 classes are too many" in err and "most confused" in out
+    assert not (tmp_path / "c.png").exists()
+    code, _, err = run(
+        "score", str(folder), str(data), "--confusion", str(tmp_path / "no" / "c.png"), *cache
+    )
+    assert code == 1 and "folder" in err and "does not exist" in err
+    code, _, err = run("score", str(folder), str(data), "--labels", str(data), *cache)
+    assert code == 1 and "are for an .npy of vectors" in err
+    code, _, err = run("predict", str(folder), "-t", "  ", *cache)
+    assert code == 1 and "a given text is empty" in err

@@ -218,7 +218,7 @@ def test_class_embeddings_must_be_a_mapping_of_the_classes_kind(blobs) -> None:
     ],
     ids=["prototypes-cosine-cl2n", "prototypes", "linear", "mahalanobis", "auto"],
 )
-def test_the_evaluators_nll_and_ece_are_the_estimators_probabilities(
+def test_the_evaluators_nll_and_ece_are_the_estimators_logits_at_the_default_temperature(
     estimator, method, blobs
 ) -> None:
     """The evaluator's logits are the estimator's scores at the method's default temperature

@@ -258,10 +258,12 @@ def test_chosen_config_among_one_embedders_rows() -> None:
 
     rows = [
         {"method": "linear", "n_way": 5, "n_shot": 5, "normalization": "cl2n", "model": "a"},
+        {"method": "prototypes", "n_way": 5, "n_shot": 1, "normalization": "l2", "model": "a"},
         {"method": "auto", "n_way": 5, "n_shot": 1, "normalization": "cl2n", "model": "b"},
     ]
     report = {"schema": "protoshot.evaluate/2", "best_per_shot": rows, "best": rows[0]}
-    assert chosen_config(report, 1, "a") == {"method": "linear", "normalization": "cl2n"}
+    assert chosen_config(report, 1, "a") == {"method": "prototypes", "normalization": "l2"}
+    assert chosen_config(report, 5, "a") == {"method": "linear", "normalization": "cl2n"}
     assert chosen_config(report, 5, "b")["method"] == "auto"
     with pytest.raises(ValueError, match="use a, b, not c: pass --model"):
         chosen_config(report, 5, "c")

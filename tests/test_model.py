@@ -235,3 +235,23 @@ def test_an_older_probability_threshold_is_dropped_with_a_warning(
     with pytest.warns(UserWarning, match="threshold on probabilities from an older version"):
         loaded = FewShotModel.load(tmp_path / "m", cache=cache_dir)
     assert loaded.rejection is None
+
+
+def test_score_and_calibrate_take_labels_of_either_kind(banking, minilm, cache_dir: Path) -> None:
+    """Digit labels read as text, integer labels from numpy, an out-of-scope label of the
+    other kind: each is matched to the model's classes where it can be one of them."""
+    texts, labels = banking
+    support, query = split(texts, labels, 4)
+    codes = np.unique(labels, return_inverse=True)[1]
+    keep = [i for i in support if codes[i] < 5]
+    model = FewShotModel(minilm, cache=cache_dir).fit(
+        [texts[i] for i in keep], [str(codes[i]) for i in keep]
+    )
+    vectors = model.embed([texts[i] for i in query])
+    truth = np.where(codes[query] < 5, codes[query], -1)  # integers, -1 out of scope
+    report = model.score_report_embeddings(vectors, truth, unknown_label="-1")
+    assert report.n_unknown == int((truth == -1).sum()) > 0 and report.known_accuracy > 0.5
+    numbers = FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in keep], codes[keep])
+    mixed = [str(c) if c < 5 else "NO_MATCH" for c in codes[query]]  # text, one not a number
+    calibration = numbers.calibrate_embeddings(vectors, mixed, false_accept_rate=0.1)
+    assert calibration.n_unknown == mixed.count("NO_MATCH") and calibration.false_accept_rate <= 0.1

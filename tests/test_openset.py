@@ -61,10 +61,11 @@ def test_similarity_and_leave_one_out_match_loops(seed: int, shots: int) -> None
     expected = np.stack([naive_similarity(q, x, codes, names, named, center) for q in queries])
     np.testing.assert_allclose(got, expected, atol=1e-10)
     loo = leave_one_out_similarity(*tensors(x, codes, names, named, center)).numpy()
-    naive = [
-        naive_similarity(x[i], x, codes, names, named, center, leave_out=i).max()
-        for i in range(len(x))
-    ]
+    naive = []
+    for i in range(len(x)):
+        per_class = naive_similarity(x[i], x, codes, names, named, center, leave_out=i)
+        alone = np.isinf(per_class[codes[i]])  # nothing of its class left: not comparable
+        naive.append(np.nan if alone else per_class.max())
     np.testing.assert_allclose(loo, naive, atol=1e-10)
 
 
@@ -102,16 +103,63 @@ def test_from_shots_accepts_that_share_of_the_shots(method: str) -> None:
     np.testing.assert_allclose(rejection.center, x.mean(0), atol=1e-6)
 
 
+def test_lone_shots_do_not_set_a_threshold() -> None:
+    """With one shot per class and no names, a shot's best similarity is to another class:
+    a threshold from it would accept almost anything, so there is none."""
+    x, codes, *_ = case(6, n_classes=6, shots=1, dim=8)
+    one_shot = create_estimator("prototypes").fit(x.astype(np.float32), codes)
+    with pytest.raises(ValueError, match="needs classes with two shots or a name"):
+        from_shots(one_shot)
+    named = create_estimator("prototypes").fit(
+        x.astype(np.float32), codes, {c: x[i] + 0.1 for i, c in enumerate(codes)}
+    )
+    assert "6 shots that have another shot or a name" in from_shots(named).rule
+
+
+def test_a_held_out_threshold_keeps_its_false_accept_rate_in_any_batch() -> None:
+    model, _ = _fitted()
+    unknown = np.random.default_rng(12).normal(size=(40, 8))
+    known = np.zeros(40, bool)
+    known[:20] = True
+    rejection = from_held_out(model, unknown, known, false_accept_rate=0.1)
+    outside = unknown[20:]
+    for batch in (outside, outside[::-1], np.concatenate([unknown[:7], outside])):
+        accepted = ~rejection.rejected(model, batch)
+        assert accepted[-20:].sum() <= 2  # the 20 unknowns come last: 10% of them at most
+
+
 def test_threshold_survives_new_classes() -> None:
+    """The centre is fixed when the threshold is chosen: adding a class leaves every existing
+    class's similarity to any input exactly as it was (unlike a softmax probability)."""
     model, _ = _fitted()
     rejection = from_shots(model)
     probe = np.random.default_rng(9).normal(size=(20, 8))
-    before = rejection.best_similarity(model, probe)
+    before = class_similarity(
+        *tensors(
+            probe,
+            model.support_.astype(np.float64),
+            model.support_codes_,
+            model.names_,
+            model.named_,
+            rejection.center,
+        )
+    ).numpy()
+    proba_before = model.predict_proba(probe)
     model.partial_fit(np.random.default_rng(10).normal(size=(3, 8)), [7, 7, 7])
-    after = rejection.best_similarity(model, probe)
-    assert (after >= before - 1e-12).all()  # a new class can only make inputs more familiar
+    after = class_similarity(
+        *tensors(
+            probe,
+            model.support_.astype(np.float64),
+            model.support_codes_,
+            model.names_,
+            model.named_,
+            rejection.center,
+        )
+    ).numpy()
+    np.testing.assert_allclose(after[:, :5], before, atol=1e-12)  # the old classes, unmoved
+    assert not np.allclose(model.predict_proba(probe)[:, :5], proba_before)  # probabilities move
     new = model.support_[model.support_codes_ == 5]
-    assert not rejection.rejected(model, new).any()  # its own shots are accepted
+    assert not rejection.rejected(model, new).any()  # the new class's own shots are accepted
 
 
 def test_from_traffic_and_from_held_out() -> None:

@@ -101,21 +101,35 @@ def encode_labels(labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.nd
     return classes, codes.astype(np.int64).reshape(-1)
 
 
-def labels_like(values: Sequence[Any] | np.ndarray, classes: np.ndarray) -> list[Any]:
-    """Labels given as text (CLI, HTTP, files) converted to the type of ``classes`` (``"3"`` -> ``3``),
-    text labels checked and made canonical (:func:`check_name`).
+def labels_like(
+    values: Sequence[Any] | np.ndarray, classes: np.ndarray, *, strict: bool = True
+) -> list[Any]:
+    """Labels from text or numbers (CLI, HTTP, files) converted to the kind of ``classes``:
+    ``"3"`` -> ``3`` for integer classes, ``3`` -> ``"3"`` for text classes; text labels
+    checked and made canonical (:func:`check_name`).
+
+    With ``strict=False`` a value that cannot be a class (text that is not an integer, for
+    integer classes) is kept as it is: it is then simply not one of the classes (an
+    out-of-scope label, say).
 
     Raises
     ------
     ValueError
-        If ``classes`` are integers and a value is text that is not one.
+        If ``strict`` and the classes are integers and a value is text that is not one.
     """
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
     if classes.dtype.kind not in "iu":
-        return [check_name(v) if isinstance(v, str) else v for v in values]
+        text = classes.dtype.kind in "UO"
+        return [
+            check_name(v) if isinstance(v, str)
+            else str(v) if text and isinstance(v, int) and not isinstance(v, bool)
+            else v
+            for v in values
+        ]  # fmt: skip
     bad = [v for v in values if isinstance(v, str) and not v.strip().lstrip("-").isdigit()]
-    if bad:
+    if bad and strict:
         raise ValueError(f"class {bad[0]!r} is not an integer, but the classes are integers")
-    return [int(v) if isinstance(v, str) else v for v in values]
+    return [int(v) if isinstance(v, str) and v not in bad else v for v in values]
 
 
 def readable_name(label: Any) -> str | None:

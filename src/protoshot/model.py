@@ -270,13 +270,12 @@ class FewShotModel:
         from protoshot.scoring import score_predictions
 
         y = _labels(labels, len(vectors)).tolist()
-        unknown = np.array([unknown_label is not None and v == unknown_label for v in y])
-        if unknown_label is not None and not unknown.any():
+        outside = None if unknown_label is None else str(unknown_label)
+        unknown = np.array([outside is not None and str(v) == outside for v in y])
+        if outside is not None and not unknown.any():
             warnings.warn(f"no item is labelled {unknown_label!r}", UserWarning, stacklevel=2)
         true = np.empty(len(y), dtype=object)
-        true[~unknown] = self.as_class_values(
-            [v for v, out in zip(y, unknown, strict=True) if not out]
-        )
+        true[:] = self._as_classes(y)
         proba = self.classifier.predict_proba(vectors)
         return score_predictions(
             true, proba, self.classifier.classes_, rejected=self._rejected(vectors),
@@ -339,7 +338,7 @@ class FewShotModel:
         self, vectors: np.ndarray, labels: Sequence[Any], *, false_accept_rate: float = 0.05
     ) -> Calibration:
         """:meth:`calibrate` on already embedded items."""
-        y = _labels(labels, len(vectors))
+        y = np.asarray(self._as_classes(_labels(labels, len(vectors))), dtype=object)
         known = np.isin(y, self.classifier.classes_)
         self.rejection = from_held_out(
             self.classifier, vectors, known, false_accept_rate=false_accept_rate
@@ -403,6 +402,11 @@ class FewShotModel:
             )
         rejection = _read_rejection(classifier.metadata_.get("rejection"), embedder.dim, directory)
         return cls(embedder, classifier, rejection=rejection, cache=cache, batch_size=batch_size)
+
+    def _as_classes(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
+        """Each label as a class of the model where it can be one (``"3"`` -> ``3``, ``3`` ->
+        ``"3"``), others as given: held-out data may hold labels of no class."""
+        return labels_like(list(labels), self.classifier.classes_, strict=False)
 
     def as_class_values(self, labels: Sequence[Any] | np.ndarray) -> list[Any]:
         """Labels from text (CLI, HTTP) converted to the classes' own type (``"3"`` -> ``3``)."""

@@ -47,7 +47,7 @@ class Rejection:
         """Each query's similarity ``[n]`` to its most similar class of ``classifier``."""
         shots, codes, names, named = _classes(classifier)
         similarity = class_similarity(
-            torch.as_tensor(np.asarray(vectors), dtype=torch.float64), shots, codes, names,
+            torch.as_tensor(np.ascontiguousarray(vectors), dtype=torch.float64), shots, codes, names,
             named, torch.as_tensor(self.center), mix=self.mix,
         )  # fmt: skip
         return similarity.amax(-1).numpy()
@@ -88,20 +88,32 @@ class Rejection:
 
 def from_shots(classifier: Any, *, accept: float = ACCEPT, mix: float = MIX) -> Rejection:
     """The train-only threshold: it accepts ``accept`` of the model's own shots, each scored
-    with itself left out of its class."""
+    with itself left out of its class. Only shots whose class keeps another shot or a name
+    count (a lone shot's best similarity is to another class, which says nothing of genuine
+    inputs); with fewer than two such shots there is no threshold to take."""
     if not 0 < accept <= 1:
         raise ValueError(f"accept must be in (0, 1], got {accept}")
     center = _center(classifier)
     shots, codes, names, named = _classes(classifier)
-    if len(shots) < 2:
-        raise ValueError("a threshold from the shots needs at least 2 shots")
     scores = leave_one_out_similarity(shots, codes, names, named, torch.as_tensor(center), mix=mix)
-    threshold = _quantile(scores.numpy(), 1 - accept)
-    rule = f"accepts {100 * accept:g}% of the model's {len(shots)} shots, each left out in turn"
+    comparable = scores.numpy()[np.isfinite(scores.numpy())]
+    if len(comparable) < 2:
+        raise ValueError(
+            "a threshold from the shots needs classes with two shots or a name (a lone shot "
+            "has nothing of its class to be compared with): add shots, or calibrate on "
+            "traffic (--expected-unknown-rate) or held-out data"
+        )
+    threshold = _quantile(comparable, 1 - accept)
+    rule = (
+        f"accepts {100 * accept:g}% of the model's {len(comparable)} shots that have another "
+        "shot or a name in their class, each left out in turn"
+    )
     return Rejection(threshold, center, rule, mix)
 
 
-def from_traffic(classifier: Any, vectors: np.ndarray, *, unknown_rate: float) -> Rejection:
+def from_traffic(
+    classifier: Any, vectors: np.ndarray, *, unknown_rate: float, mix: float = MIX
+) -> Rejection:
     """The threshold that rejects ``unknown_rate`` of unlabelled traffic ``vectors`` (the share
     of out-of-scope inputs, as known from logs)."""
     if not 0 <= unknown_rate < 1:
@@ -116,7 +128,12 @@ def from_traffic(classifier: Any, vectors: np.ndarray, *, unknown_rate: float) -
 
 
 def from_held_out(
-    classifier: Any, vectors: np.ndarray, known: np.ndarray, *, false_accept_rate: float
+    classifier: Any,
+    vectors: np.ndarray,
+    known: np.ndarray,
+    *,
+    false_accept_rate: float,
+    mix: float = MIX,
 ) -> Rejection:
     """The lowest threshold that accepts at most ``false_accept_rate`` of the held-out inputs
     whose class the model does not know (``known`` [n] is False for them)."""
@@ -127,16 +144,24 @@ def from_held_out(
             "calibration needs held-out items of both known classes and unknown classes "
             f"(got {int(known.sum())} known, {int((~known).sum())} unknown)"
         )
-    probe = Rejection(0.0, _center(classifier), "")
+    probe = Rejection(0.0, _center(classifier), "", mix)
     unknown_best = np.sort(probe.best_similarity(classifier, vectors[~known]))
-    # accept s >= t: the smallest t with at most far * n_unknown unknowns at or above it
     allowed = int(np.floor(false_accept_rate * len(unknown_best)))
-    threshold = float(np.nextafter(unknown_best[len(unknown_best) - allowed - 1], np.inf))
+    threshold = _above(unknown_best, len(unknown_best) - allowed - 1)
     rule = (
         f"accepts at most {100 * false_accept_rate:g}% of {len(unknown_best)} held-out inputs "
         "of unknown classes"
     )
-    return Rejection(threshold, probe.center, rule)
+    return Rejection(threshold, probe.center, rule, mix)
+
+
+def _above(ordered: np.ndarray, k: int) -> float:
+    """A threshold that rejects ``ordered[: k + 1]`` and accepts the rest (``s >= t``), placed
+    midway to the next higher value: the same input scored in another batch may differ in its
+    last bits, which a threshold one float step above it would not survive."""
+    value = ordered[k]
+    higher = ordered[np.searchsorted(ordered, value, side="right") :]
+    return float((value + higher[0]) / 2) if len(higher) else float(value + 1e-6)
 
 
 def _center(classifier: Any) -> np.ndarray:
@@ -170,6 +195,5 @@ def _classes(classifier: Any) -> tuple[torch.Tensor, ...]:
 
 
 def _quantile(scores: np.ndarray, share: float) -> float:
-    """The score below which ``share`` of ``scores`` lie (-inf scores, from shots alone in an
-    unnamed class, count as the lowest)."""
-    return float(np.quantile(np.where(np.isfinite(scores), scores, -1.0), share))
+    """The score below which ``share`` of ``scores`` lie."""
+    return float(np.quantile(scores, share))

@@ -14,6 +14,7 @@ import numpy as np
 
 from protoshot.cache import CacheArg, CacheStats
 from protoshot.data import EmbeddingTable, Samples, load_source, load_table
+from protoshot.data.table import check_separate_labels
 from protoshot.embedders import Embedder, create_embedder, embed
 from protoshot.labels import readable_name
 
@@ -78,6 +79,7 @@ def labelled_embeddings(
     """Labelled vectors of ``embedder`` from any source: an embedding table it made (nothing
     is embedded again; see :func:`embedded_table`) or raw labelled data, embedded through the
     cache."""
+    check_separate_labels(source, labels)
     table = embedded_table(
         source, embedder, embedding_column=embedding_column, label_column=label_column,
         labels=labels,
@@ -101,7 +103,10 @@ def is_table(source: str | os.PathLike[str], embedding_column: str | None = None
         return True
     import pyarrow.parquet as pq
 
-    return (embedding_column or "embedding") in pq.read_schema(path).names
+    names = pq.read_schema(path).names
+    if embedding_column is not None and embedding_column not in names:
+        raise ValueError(f"{path} has no column {embedding_column!r}; columns: {names}")
+    return (embedding_column or "embedding") in names
 
 
 def load_embeddings(
@@ -129,6 +134,7 @@ def load_embeddings(
     ValueError
         If ``source`` is raw data and no ``model`` is given, or a table was made by another model.
     """
+    check_separate_labels(source, labels)
     if is_table(source, embedding_column):
         table = load_table(
             source, labels=labels, embedding_column=embedding_column, label_column=label_column

@@ -22,9 +22,6 @@ from protoshot.maths.normalize import NORMALIZATIONS
 from protoshot.methods.support import rows_support
 from protoshot.methods.transductive import REFINE, TRANSDUCTIVE
 
-#: How sharply soft k-means assigns queries (its ``beta``): probabilities use the same.
-SOFT_BETA = 10.0
-
 
 def refine(
     sums: torch.Tensor, counts: torch.Tensor, queries: torch.Tensor, method: str
@@ -38,7 +35,7 @@ def refine(
             f"cover {len(sums)} classes (use soft-kmeans, or a larger batch)"
         )
     scores = REFINE[method](sums[None], counts[None], queries[None])[0]
-    proba = scores.exp() if method == "sinkhorn" else torch.softmax(SOFT_BETA * scores, -1)
+    proba = torch.softmax(scores, -1)  # logits: soft k-means' or Sinkhorn's log plan
     return proba.cpu().numpy()
 
 

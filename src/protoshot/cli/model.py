@@ -98,7 +98,10 @@ def fit_command(
     ] = None,
     temperature: Annotated[
         float | None,
-        typer.Option(help="Prototype methods: softmax temperature (default 1, cosine 0.1)."),
+        typer.Option(
+            help="Prototype methods: softmax temperature (default: fitted on your shots; with "
+            "one shot per class 1, cosine 0.1, on normalised embeddings 0.2 / 0.1)."
+        ),
     ] = None,
     reject: Annotated[
         bool,
@@ -141,8 +144,13 @@ def fit_command(
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
         report = _read_report(config) if config is not None else None
-        if report is not None and not model:  # several embedders: the one of the best row
-            model = (report.get("best") or {}).get("model") or report.get("model")
+        if report is not None and not model:
+            model = str(report.get("model") or "")
+            if "," in model:
+                raise ValueError(
+                    f"{config} compares several embedders ({model}): pass --model with the one "
+                    "to fit"
+                )
         if not model:
             raise ValueError("pass --model (the embedder), or a --config report that names one")
         cache = cache_arg(no_cache, cache_dir)
@@ -220,7 +228,7 @@ def _check_report_model(report: dict[str, Any], embedder: Any, path: Path) -> No
     import warnings
 
     fingerprint = report.get("fingerprint")
-    if fingerprint and fingerprint != embedder.fingerprint:
+    if fingerprint and embedder.fingerprint not in str(fingerprint).split(","):
         warnings.warn(
             f"{path} was evaluated with {report.get('model') or 'another embedder'}, not "
             f"{embedder.spec}: its best settings may not carry over",
@@ -405,8 +413,10 @@ def calibrate_command(
     far: Annotated[
         float,
         typer.Option(
+            min=0.0,
+            max=0.999,
             help="With labelled DATA: the target false-accept rate, the share of unknown-class "
-            "inputs still accepted."
+            "inputs still accepted.",
         ),
     ] = 0.05,
     expected_unknown_rate: Annotated[
@@ -465,13 +475,18 @@ def calibrate_command(
                 vectors, unknown_rate=expected_unknown_rate
             )
         else:
+            if Path(data).suffix.lower() == ".txt":
+                raise ValueError(
+                    f"{data} holds no labels: for unlabelled traffic pass --expected-unknown-rate"
+                )
             table = labelled_embeddings(
                 data, few.embedder, text_column=text_column, label_column=label_column,
                 embedding_column=embedding_column, labels=labels, delimiter=delimiter,
                 cache=few.cache, batch_size=batch_size,
             )  # fmt: skip
-            known = few.as_class_values(list(table.labels))
-            calibration = few.calibrate_embeddings(table.vectors, known, false_accept_rate=far)
+            calibration = few.calibrate_embeddings(
+                table.vectors, table.labels, false_accept_rate=far
+            )
         if not dry_run:
             few.save(model_dir, overwrite=True)
     if as_json:

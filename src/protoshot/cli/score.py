@@ -71,7 +71,12 @@ def score_command(
     with user_errors():
         from protoshot.model import FewShotModel
         from protoshot.pipeline import labelled_embeddings
-        from protoshot.scoring import plot_confusion
+        from protoshot.scoring import PLOT_CLASSES, plot_confusion
+
+        if confusion is not None and not confusion.parent.is_dir():
+            raise ValueError(
+                f"cannot write the confusion matrix: folder {confusion.parent} does not exist"
+            )
 
         cache = cache_arg(no_cache, cache_dir)
         few = FewShotModel.load(model_dir, device=device, cache=cache, batch_size=batch_size)
@@ -83,13 +88,19 @@ def score_command(
         report = few.score_report_embeddings(
             table.vectors, table.labels, unknown_label=unknown_label
         )
-        if confusion is not None:
+        drawn = confusion is not None and len(report.labels) - 1 <= PLOT_CLASSES
+        if confusion is not None and drawn:
             plot_confusion(report, confusion, title=f"{model_dir.name} on {Path(data).name}")
+        elif confusion is not None:
+            stderr().print(
+                f"{len(report.labels) - 1} classes are too many for a readable confusion matrix "
+                f"(at most {PLOT_CLASSES}): the most confused pairs are listed instead"
+            )
     if as_json:
         typer.echo(json.dumps({"model": str(model_dir), "data": data, **report.to_dict()}))
         return
     _print_report(report, few.threshold)
-    if confusion is not None:
+    if drawn:
         stderr().print(f"confusion matrix -> {plain(confusion)}")
 
 

@@ -374,6 +374,8 @@ def read_inputs(
     if texts and modality == "image":
         raise ValueError("texts given, but this model embeds images: pass image files or folders")
     for text in texts:
+        if not text.strip():
+            raise ValueError("a given text is empty")
         items.append(text)
         names.append(text)
         columns.append({})
@@ -436,6 +438,8 @@ def read_text_column(
         text = row.get(key)
         if not isinstance(text, str):
             raise ValueError(f"{path}, row {i + 1}: text must be a string, got {text!r}")
+        if not text.strip():
+            raise ValueError(f"{path}, row {i + 1}: the text is empty")
         texts.append(text)
     return texts, [{k: v for k, v in row.items() if k != key} for row in rows]
 

@@ -23,7 +23,7 @@ import numpy as np
 from protoshot.data.samples import _label_array, _pick_column
 from protoshot.store import atomic_path
 
-__all__ = ["EmbeddingTable", "load_table", "read_arrays"]
+__all__ = ["EmbeddingTable", "check_separate_labels", "load_table", "read_arrays"]
 
 _METADATA_KEY = b"protoshot"
 
@@ -276,6 +276,18 @@ def _load_numpy(path: Path) -> Any:
         raise
 
 
+def check_separate_labels(path: str | os.PathLike[str], labels: Any) -> None:
+    """Separate labels are for an ``.npy`` of vectors only: any other source has its own.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` are given for another kind of source (they would be ignored).
+    """
+    if labels is not None and Path(path).suffix.lower() != ".npy":
+        raise ValueError(f"labels (--labels) are for an .npy of vectors; {path} has its own")
+
+
 def load_table(
     path: str | os.PathLike[str],
     *,
@@ -286,6 +298,7 @@ def load_table(
     """Load embeddings from a Parquet table (:meth:`EmbeddingTable.load`) or numpy arrays
     (:func:`read_arrays`; ``labels`` for an ``.npy``)."""
     columns = {"embedding_column": embedding_column, "label_column": label_column}
+    check_separate_labels(path, labels)
     if Path(path).suffix.lower() in (".npz", ".npy"):
         return read_arrays(path, labels=labels, **columns)
     return EmbeddingTable.load(path, **columns)

@@ -17,6 +17,7 @@ import torch
 from protoshot.episodes import Episodes
 from protoshot.kernels import RowReader
 from protoshot.methods.base import EpisodeBlock, Method
+from protoshot.scoring import ECE_BINS
 
 #: Bytes of prototypes and references per chunk (see :func:`episodes_per_chunk`).
 CHUNK_BYTES = 64 * 2**20
@@ -101,8 +102,6 @@ def episode_block(
 
 #: The per-episode measures :func:`episode_metrics` gives, in this order.
 MEASURES = ("accuracy", "macro_f1", "nll", "ece")
-#: Equal-width confidence bins of the expected calibration error.
-ECE_BINS = 15
 
 
 def episode_metrics(block: EpisodeBlock, method: Method, shots: Sequence[int]) -> np.ndarray:

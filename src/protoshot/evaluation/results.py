@@ -105,11 +105,16 @@ class GridResult:
         return max(inductive or self.results, key=lambda r: r.mean)
 
     def best_per_shot(self) -> list[EvalResult]:
-        """:meth:`best` at each shot count (settings that win at 1 shot often lose at 10)."""
-        shots = dict.fromkeys(r.config.get("n_shot") for r in self.results)
+        """:meth:`best` at each shot count (settings that win at 1 shot often lose at 10), and
+        for each embedder when several were evaluated."""
+        groups = dict.fromkeys(
+            (r.config.get("model"), r.config.get("n_shot")) for r in self.results
+        )
         return [
-            GridResult([r for r in self.results if r.config.get("n_shot") == k]).best()
-            for k in shots
+            GridResult(
+                [r for r in self.results if (r.config.get("model"), r.config.get("n_shot")) == g]
+            ).best()
+            for g in groups
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,7 +129,7 @@ class GridResult:
 
     def table(self, title: str | None = None, *, macro_f1: bool = False) -> Any:
         """A ``rich.table.Table`` of mean accuracy ± 95% CI, the best row of each shot count
-        marked.
+        (and embedder) marked.
 
         Settings every row shares go to the caption; the rest are a method, a shots and a
         settings column, so the table stays narrow however many methods it compares.

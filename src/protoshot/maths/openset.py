@@ -82,7 +82,8 @@ def leave_one_out_similarity(
     """Each shot's best-class similarity ``[m]``, itself left out of its own class (of the
     prototype and of the nearest shots): how similar a new genuine input is likely to be.
 
-    A shot alone in an unnamed class is only compared with the other classes.
+    A shot alone in an unnamed class has nothing of its class left to be compared with: its
+    score is NaN (how close it is to *other* classes says nothing about genuine inputs).
     """
     classes = _classes(shots, codes, names, named, center)
     prototypes = l2_normalize(classes.sums)
@@ -95,7 +96,10 @@ def leave_one_out_similarity(
         proto = q @ prototypes.T
         rest = l2_normalize(classes.sums[own] - q)  # its class without it (0 when nothing left)
         proto[rows, own] = (q * rest).sum(-1)
-        best.append((mix * proto + (1 - mix) * _nearest(q, pair, classes)).amax(-1))
+        near = _nearest(q, pair, classes)
+        alone = torch.isinf(near[rows, own])  # no other shot and no name in its class
+        score = (mix * proto + (1 - mix) * near).amax(-1)
+        best.append(torch.where(alone, torch.nan, score))
     return torch.cat(best) if best else shots.new_zeros(0)
 
 

@@ -35,7 +35,8 @@ def soft_kmeans(
     steps: int = 10,
     beta: float = 10.0,
 ) -> torch.Tensor:
-    """Scores after ``steps`` soft k-means refinements of the prototypes ``sums / counts``.
+    """Logits after ``steps`` soft k-means refinements of the prototypes ``sums / counts``:
+    ``beta`` times the squared-Euclidean scores, so their softmax is the final soft assignment.
 
     ``sums`` [E, N, D] and ``counts`` [E, N] of the (normalised) shots, ``queries`` [E, M, D].
     """
@@ -43,7 +44,7 @@ def soft_kmeans(
     for _ in range(steps):
         assign = torch.softmax(beta * episode_scores(queries, protos, "sqeuclidean"), -1)
         protos = _means(sums, counts, assign, queries)
-    return episode_scores(queries, protos, "sqeuclidean")
+    return beta * episode_scores(queries, protos, "sqeuclidean")
 
 
 def balance(log_p: torch.Tensor, iterations: int = 100) -> torch.Tensor:

@@ -139,7 +139,9 @@ class Method(Protocol):
         """Scores ``[E, N * Q, N]`` for each shot count in ``shots`` and each variant, in order
 
         (``for k in shots: for v in variants(): yield ...``), using each class's first ``k`` shots.
-        The scores are logits: their softmax is the method's class probabilities (the same as
-        its estimator's ``predict_proba``), which the evaluator's NLL and ECE measure.
+        The scores are logits: their softmax is the method's class probabilities at its
+        default temperature (its estimator's ``predict_proba`` when given that temperature; a
+        fitted prototype or Mahalanobis estimator refines it on its shots), which the
+        evaluator's NLL and ECE measure.
         """
         ...

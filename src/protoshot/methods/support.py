@@ -184,6 +184,10 @@ def rows_support(
     return SupportSet(padded, mask, name_rows, normalization, c, flags)
 
 
+#: Classes with two shots or more needed before a temperature is fitted on held-out shots.
+MIN_CLASSES_HELD = 3
+
+
 def held_out_temperature(
     support: SupportSet,
     fit: Callable[[SupportSet], Callable[[torch.Tensor], torch.Tensor]],
@@ -192,13 +196,17 @@ def held_out_temperature(
     """The softmax temperature that makes the shots' own held-out probabilities honest: a
     scorer is fitted (``fit``) on each cross-validation fold of one episode's ``support``, the
     held-out shots are scored, and the temperature minimises their NLL
-    (:func:`~protoshot.maths.calibration.fit_temperature`). ``None`` when no class has two
-    shots to hold out, or the held-out scores do not vary.
+    (:func:`~protoshot.maths.calibration.fit_temperature`). ``None`` when fewer than
+    :data:`MIN_CLASSES_HELD` classes have two shots to hold out, or the held-out scores do not
+    vary.
     """
     from protoshot.maths.calibration import fit_temperature
 
-    most = int(support.counts().max()) if support.x.shape[2] else 0
-    if support.n_episodes != 1 or most < 2:
+    counts = support.counts()
+    most = int(counts.max()) if support.x.shape[2] else 0
+    # too few held-out shots make a wild temperature (one shot right or wrong sends it to an
+    # end of its range): then keep the default
+    if support.n_episodes != 1 or most < 2 or int((counts >= 2).sum()) < MIN_CLASSES_HELD:
         return None
     train, held = support.folds(min(n_folds, most))
     f, n, k, d = train.x.shape
