@@ -40,7 +40,7 @@ def fit_model(folder: Path, cache: Path) -> tuple[Path, list[str]]:
     return folder / "model", list(test.items)
 
 
-def serve(model_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def serve(model_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -52,8 +52,7 @@ def serve(model_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Popen[b
         str(model_dir),
         "--port",
         str(port),
-        "--cache-dir",
-        str(cache),
+        "--no-cache",  # every request embeds its text: levels and servers compare fairly
         *extra,
     ]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -128,12 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        warm_cache, cold_cache = folder / "warm", folder / "cold"
+        warm_cache = folder / "warm"
         model_dir, texts = fit_model(folder, warm_cache)
-        # the served texts are new to the cache: each request embeds its text
         rows = []
         for extra, counts in (((), (1, 16, 64, 256)), (("--max-waiting", "32"), (64, 256))):
-            proc, url = serve(model_dir, cold_cache, *extra)
+            proc, url = serve(model_dir, *extra)
             try:
                 load(url, texts[-50:], 2, 10, 10)  # warm-up
                 for row in levels(url, texts, counts, args):

@@ -214,3 +214,12 @@ def test_table_rows_are_numbered_from_one_and_empty_texts_refused(tmp_path: Path
         load_source(path)
     with pytest.raises(ValueError, match="a delimiter is one character"):
         load_source(path, delimiter=";;")
+
+
+def test_an_unterminated_quote_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text('text,label\nfine,a\n"never closed,b\nmore,c\n')
+    with pytest.raises(
+        ValueError, match=r"data.csv, line \d+: not valid CSV \(unexpected end of data\)"
+    ):
+        load_source(path)  # was: "row 0: the label is missing"

@@ -347,3 +347,18 @@ def test_embed_loader_streams_batches_through_the_cache(tmp_path: Path) -> None:
         embed_loader([x], encoder, cache=None)
     with pytest.raises(ValueError, match="the loader gave no batches"):
         embed_loader([], encoder, cache=None)
+
+
+@pytest.mark.slow
+def test_a_long_text_is_truncated_by_the_tokenizer_the_same_everywhere(tmp_path: Path) -> None:
+    """Past the model's window (MiniLM: 256 tokens) more words change nothing: the vector of a
+    text is that of its first 256 tokens, in every path (the library, CLI and service all call
+    this embed), so one text always gives one vector."""
+    from protoshot.embedders import create_embedder, embed
+
+    minilm = create_embedder("minilm")
+    long = " ".join(f"word{i}" for i in range(600))
+    vectors = embed([long, long + " and then a different ending entirely"], minilm, cache=None)
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
+    short = embed(["word0 word1"], minilm, cache=None)
+    assert not np.allclose(short[0], vectors[0], atol=1e-3)

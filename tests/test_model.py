@@ -255,3 +255,31 @@ def test_score_and_calibrate_take_labels_of_either_kind(banking, minilm, cache_d
     mixed = [str(c) if c < 5 else "NO_MATCH" for c in codes[query]]  # text, one not a number
     calibration = numbers.calibrate_embeddings(vectors, mixed, false_accept_rate=0.1)
     assert calibration.n_unknown == mixed.count("NO_MATCH") and calibration.false_accept_rate <= 0.1
+
+
+def test_a_folder_never_makes_protoshot_download_its_embedder(
+    banking, minilm, cache_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    import protoshot.cli._commands  # noqa: F401
+    from protoshot.cli import app
+    from protoshot.embedders._registry import fetches_weights
+
+    texts, labels = banking
+    support, _ = split(texts, labels, 2)
+    FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support]).save(
+        tmp_path / "m"
+    )
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["metadata"]["embedder"]["spec"] = "st:someone/a-model-on-the-hub"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="would be fetched from a model hub: pass --model"):
+        FewShotModel.load(tmp_path / "m", cache=cache_dir)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "m"), "-t", "hello"])
+    assert result.exit_code == 1 and "--allow-download" in result.stderr
+    assert not fetches_weights("minilm") and fetches_weights("hf:facebook/dinov2-small")
+    assert not fetches_weights(f"hf:{tmp_path}")  # a local folder

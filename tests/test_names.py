@@ -50,3 +50,11 @@ def test_a_label_of_another_type_is_an_error_not_a_conversion() -> None:
     with pytest.raises(TypeError, match="new labels are of type bool"):
         numbers.partial_fit(X[2:3], [True])  # was: a shot of class 1
     assert numbers.shot_counts_.tolist() == [1, 1] and text.classes_.tolist() == ["a", "b"]
+
+
+def test_embeddings_too_large_to_compare_are_refused_not_nan() -> None:
+    with pytest.raises(ValueError, match="too large to compare"):
+        PrototypeClassifier().fit(X[:2] * 1e200, ["a", "b"])  # was: NaN probabilities
+    model = PrototypeClassifier().fit(X[:2], ["a", "b"])
+    with pytest.raises(ValueError, match="too large to compare"):
+        model.predict_proba(X[2:3] * 1e200)

@@ -248,3 +248,41 @@ def test_a_save_keeps_the_mode_the_owner_gave(model_folder: Path) -> None:
     os.chmod(model_folder / "config.json", 0o640)
     PrototypeClassifier.load(model_folder).save(model_folder, overwrite=True)
     assert (model_folder / "config.json").stat().st_mode & 0o777 == 0o640
+
+
+WRITER = """
+import sys
+import numpy as np
+from protoshot import PrototypeClassifier
+folder = sys.argv[1]
+rng = np.random.default_rng(int(sys.argv[2]))
+while True:
+    model = PrototypeClassifier.load(folder)
+    model.partial_fit(rng.normal(size=(1, 4)), [int(rng.integers(0, 3))])
+    model.save(folder, overwrite=True)
+    print(int(model.shot_counts_.sum()), flush=True)  # acknowledged: saved before printed
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_no_acknowledged_save(model_folder: Path) -> None:
+    """Fault injection: a writer saving in a loop is killed at random moments; every save it
+    acknowledged is in the folder, which always loads."""
+    import time
+
+    rng = np.random.default_rng(7)
+    acknowledged = 6
+    for cycle in range(6):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(model_folder), str(cycle)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert writer.stdout is not None
+        first = writer.stdout.readline()  # it is running: now kill it somewhere in a save
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        writer.send_signal(signal.SIGKILL)
+        out, _ = writer.communicate()
+        lines = [first, *out.splitlines()]
+        acknowledged = max([acknowledged, *(int(n) for n in lines if n.strip())])
+        saved = PrototypeClassifier.load(model_folder)  # loads whatever moment the kill hit
+        assert int(saved.shot_counts_.sum()) >= acknowledged

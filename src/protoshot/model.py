@@ -379,8 +379,14 @@ class FewShotModel:
         cache: CacheArg = True,
         batch_size: int = 32,
         embedder: Embedder | None = None,
+        allow_download: bool = False,
     ) -> FewShotModel:
-        """Load a model directory and re-create its embedder (or check the one given)."""
+        """Load a model directory and re-create its embedder (or check the one given).
+
+        A folder may come from anyone: the embedder it names is built only from what is on this
+        machine (bundled models, local folders) unless ``allow_download`` (or the embedder is
+        given): a folder never makes protoshot fetch code or weights from a hub by itself.
+        """
         classifier = load_estimator(directory, device=device)
         info = classifier.metadata_.get("embedder")
         if not isinstance(info, dict) or "spec" not in info:
@@ -393,6 +399,14 @@ class FewShotModel:
                 f"{classifier.n_features_in_}, got {info!r:.120}"
             )
         if embedder is None:
+            from protoshot.embedders._registry import fetches_weights
+
+            if fetches_weights(info["spec"]) and not allow_download:
+                raise ValueError(
+                    f"{directory} names the embedder {info['spec']!r}, which would be fetched "
+                    f"from a model hub: pass --model {info['spec']} (or --allow-download) if "
+                    "you trust this folder"
+                )
             embedder = embedder_for(str(info["spec"]), device=device, cache=cache)
         if embedder.fingerprint != info.get("fingerprint"):
             raise ValueError(

@@ -46,6 +46,14 @@ DelimiterOption = Annotated[
     typer.Option(help="CSV delimiter: one character or 'tab' (default: detected from the header)."),
 ]
 BatchSizeOption = Annotated[int, typer.Option(min=1, help="Items per forward pass.")]
+AllowDownloadOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-download",
+        help="Let the model folder's embedder be fetched from a model hub (a folder never "
+        "makes protoshot download anything by itself).",
+    ),
+]
 DownloadOption = Annotated[
     bool, typer.Option("--download", help="Fetch a missing benchmark from its public source.")
 ]

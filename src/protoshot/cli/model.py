@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from protoshot.cli._common import (
+    AllowDownloadOption,
     BatchSizeOption,
     CacheDirOption,
     DelimiterOption,
@@ -271,6 +272,7 @@ def predict_command(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
+    allow_download: AllowDownloadOption = False,
 ) -> None:
     """Classify inputs: label, probability and the top classes, as a table, JSON lines or CSV."""
     with user_errors():
@@ -283,7 +285,7 @@ def predict_command(
             raise ValueError(
                 f"unknown format {output_format!r}; expected one of: {', '.join(FORMATS)}"
             )
-        few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        few = _load(model_dir, device, cache_dir, no_cache, batch_size, allow_download)
         from protoshot.data import read_inputs
 
         vectors, names, columns = _embedded_inputs(few, inputs or [], text or [], embedding_column)
@@ -330,10 +332,11 @@ def add_command(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
+    allow_download: AllowDownloadOption = False,
 ) -> None:
     """Add examples (or a description) of LABEL to a model: an exact update, saved atomically."""
     with user_errors(), folder_lock(model_dir, "protoshot add"):
-        few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        few = _load(model_dir, device, cache_dir, no_cache, batch_size, allow_download)
         from protoshot.data import read_inputs
 
         items: list[Any] = []
@@ -442,6 +445,7 @@ def calibrate_command(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
+    allow_download: AllowDownloadOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Choose the 'unknown' threshold on the similarity to the best class, and save it in the
@@ -458,7 +462,7 @@ def calibrate_command(
         from protoshot.data import read_inputs
         from protoshot.pipeline import labelled_embeddings
 
-        few = _load(model_dir, device, cache_dir, no_cache, batch_size)
+        few = _load(model_dir, device, cache_dir, no_cache, batch_size, allow_download)
         if data is None:
             if expected_unknown_rate is not None:
                 raise ValueError("--expected-unknown-rate needs DATA: unlabelled traffic")
@@ -505,13 +509,19 @@ def calibrate_command(
 
 
 def _load(
-    model_dir: Path, device: str | None, cache_dir: Path | None, no_cache: bool, batch_size: int
+    model_dir: Path,
+    device: str | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    batch_size: int,
+    allow_download: bool = False,
 ) -> Any:
     from protoshot.model import FewShotModel
 
     return FewShotModel.load(
-        model_dir, device=device, cache=cache_arg(no_cache, cache_dir), batch_size=batch_size
-    )
+        model_dir, device=device, cache=cache_arg(no_cache, cache_dir), batch_size=batch_size,
+        allow_download=allow_download,
+    )  # fmt: skip
 
 
 def _csv(rows: list[dict[str, Any]], top_k: int) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from protoshot.cli._common import (
+    AllowDownloadOption,
     BatchSizeOption,
     CacheDirOption,
     DelimiterOption,
@@ -60,6 +61,7 @@ def score_command(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
+    allow_download: AllowDownloadOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score MODEL_DIR on labelled DATA: accuracy (95% CI), macro-F1, per-class precision and
@@ -79,7 +81,10 @@ def score_command(
             )
 
         cache = cache_arg(no_cache, cache_dir)
-        few = FewShotModel.load(model_dir, device=device, cache=cache, batch_size=batch_size)
+        few = FewShotModel.load(
+            model_dir, device=device, cache=cache, batch_size=batch_size,
+            allow_download=allow_download,
+        )  # fmt: skip
         table = labelled_embeddings(
             data, few.embedder, text_column=text_column, label_column=label_column,
             embedding_column=embedding_column, labels=labels, delimiter=delimiter, cache=cache,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from protoshot.cli._common import (
+    AllowDownloadOption,
     CacheDirOption,
     DeviceOption,
     NoCacheOption,
@@ -62,6 +63,7 @@ def serve_command(
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
+    allow_download: AllowDownloadOption = False,
 ) -> None:
     """Serve MODEL_DIR over HTTP: predict, add examples, remove classes (docs at /docs).
 
@@ -82,6 +84,7 @@ def serve_command(
             budget=budget,
             max_waiting=max_waiting,
             read_only=read_only,
+            allow_download=allow_download,
         )
     if app.state.read_only:
         why = "--read-only" if read_only else f"{plain(model_dir)} is not writable"

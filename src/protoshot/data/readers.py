@@ -79,9 +79,12 @@ def _rows_csv(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     text = _read_text(path, encoding)
     reader = csv.DictReader(
-        io.StringIO(text, newline=""), delimiter=_delimiter(path, text, delimiter)
+        io.StringIO(text, newline=""), delimiter=_delimiter(path, text, delimiter), strict=True
     )
-    rows = list(reader)
+    try:
+        rows = list(reader)
+    except csv.Error as err:  # e.g. a quote that never closes swallows the rest of the file
+        raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from None
     return list(reader.fieldnames or []), rows
 
 

@@ -6,6 +6,7 @@ import fnmatch
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlencode
 
@@ -111,6 +112,15 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     if sep and head in _REGISTRY and _REGISTRY[head].prefix:
         return head, rest, options
     return base, "", options
+
+
+def fetches_weights(spec: str) -> bool:
+    """Whether building ``spec`` may download weights from a model hub: a prefixed spec whose
+    name is not a local folder or file (bundled names and callables never fetch)."""
+    _load_backends()
+    head, rest, _ = parse_spec(spec)
+    entry = _REGISTRY.get(head)
+    return entry is not None and entry.prefix and not Path(rest).expanduser().exists()
 
 
 def format_spec(base: str, **options: Any) -> str:

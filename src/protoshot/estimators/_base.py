@@ -73,6 +73,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         y = canonical_labels(y)
         with self._all_or_nothing():
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
+            _check_scale(X)
             _check_targets(y)
             self.center_ = self._initial_center(X)
             self.classes_, codes = encode_labels(y)
@@ -116,6 +117,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         y = canonical_labels(y)
         with self._all_or_nothing():
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
+            _check_scale(X)
             _check_targets(y)
             self._absorb(X, self._grow(np.asarray(y)))
             self._add_names(class_embeddings)
@@ -182,7 +184,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     def normalized(self, X: Any) -> torch.Tensor:
         """Embeddings ``X`` [n, n_features] checked and normalised as the shots were (float64)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _check_scale(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
         return self._normalized(torch.tensor(X, dtype=torch.float64))
 
     # ----------------------------------------------------------------------------- inference
@@ -206,7 +208,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
 
     def _query_scores(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _check_scale(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
         dev, dtype = self._compute_device()
         query = self._normalized(torch.tensor(X, device=dev, dtype=dtype))
         return self._scores(query).cpu().numpy()
@@ -472,6 +474,22 @@ def _check_arrays(
         raise ValueError(
             f"{where}: the array 'support_codes' does not match 'support' and the {n} classes"
         )
+
+
+#: Largest embedding value compared: squared distances of larger ones overflow float64.
+MAX_VALUE = 1e100
+
+
+def _check_scale(X: np.ndarray) -> np.ndarray:
+    """``X`` if its values can be compared (squared distances stay finite), else an error
+    rather than NaN probabilities."""
+    largest = float(np.abs(X).max()) if X.size else 0.0
+    if largest > MAX_VALUE:
+        raise ValueError(
+            f"embeddings hold values up to {largest:.3g}, too large to compare (at most "
+            f"{MAX_VALUE:g}): are they really embeddings?"
+        )
+    return X
 
 
 def _check_targets(y: np.ndarray) -> None:

@@ -108,6 +108,7 @@ def create_app(
     budget: Budget | None = None,
     max_waiting: int | None = None,
     read_only: bool = False,
+    allow_download: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving the FewShotModel saved in ``model_dir``.
 
@@ -131,6 +132,8 @@ def create_app(
         ``Retry-After`` (default ``4 * max_batch``).
     read_only : bool
         Serve predictions only (updates answer 403); also when ``model_dir`` is not writable.
+    allow_download : bool
+        Let the folder's embedder be fetched from a model hub (see :meth:`FewShotModel.load`).
 
     Raises
     ------
@@ -141,7 +144,8 @@ def create_app(
     """
     budget = replace(budget or Budget(), items=max_batch)
     read_only = read_only or not os.access(model_dir, os.W_OK)
-    state = _State(FewShotModel.load(model_dir, device=device, cache=cache), model_dir, read_only)
+    model = FewShotModel.load(model_dir, device=device, cache=cache, allow_download=allow_download)
+    state = _State(model, model_dir, read_only)
     lock = None if read_only else FolderLock(model_dir, "protoshot serve")
     # the embedder never changes (updates swap the classifier), so one batcher serves all models
     waiting = 4 * max_batch if max_waiting is None else max_waiting
