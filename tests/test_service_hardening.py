@@ -245,3 +245,19 @@ def fuzz_server(texts, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
     folder = model.save(tmp_path_factory.mktemp("fuzz") / "model")
     with serving(folder, cache_dir) as url:
         yield url, folder
+
+
+def test_admission_sheds_requests_beyond_those_in_progress(folder: Path, cache_dir: Path) -> None:
+    batch = [f"please help with my card number {i}" for i in range(48)]
+    with serving(folder, cache_dir, max_in_flight=1) as url:
+        with ThreadPoolExecutor(6) as pool:
+            calls = [
+                pool.submit(httpx.post, url + "/v1/predict", json={"texts": batch}, timeout=120)
+                for _ in range(6)
+            ]
+            assert httpx.get(url + "/healthz").status_code == 200  # liveness is always let in
+            answers = [c.result() for c in calls]
+        shed = [a for a in answers if a.status_code == 503]
+        assert shed and any(a.status_code == 200 for a in answers)
+        assert all("requests in progress (limit 1)" in refused(a, 503) for a in shed)
+        assert all(a.headers["retry-after"] == "1" for a in shed)

@@ -286,3 +286,19 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_save(model_folder: Path)
         acknowledged = max([acknowledged, *(int(n) for n in lines if n.strip())])
         saved = PrototypeClassifier.load(model_folder)  # loads whatever moment the kill hit
         assert int(saved.shot_counts_.sum()) >= acknowledged
+
+
+def test_a_folder_that_cannot_be_written_says_so_in_one_line(
+    model_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def read_only(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(store.os, "open", read_only)  # root may write anywhere: injected
+    with pytest.raises(
+        PermissionError, match=r"cannot write to .* \(Read-only file system\).*--read-only"
+    ):
+        FolderLock(model_folder, "protoshot add")
+    gc.collect()  # and no traceback from the half-made lock's __del__

@@ -313,7 +313,13 @@ class FolderLock:
     def __init__(self, folder: str | os.PathLike[str], holder: str) -> None:
         """Take the lock for ``holder`` (e.g. ``"protoshot serve"``), or raise FolderInUseError."""
         self._fd: int | None = None  # set first: __del__ runs even when open fails
-        self._fd = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise PermissionError(
+                f"cannot write to {folder} ({err.strerror}): it cannot be changed here; serve "
+                "it with --read-only, or copy it somewhere writable"
+            ) from None
         if fcntl is None:  # pragma: no cover - Windows
             return
         try:

@@ -45,6 +45,14 @@ def serve_command(
             min=0.01, help="Decoded pixels one request may hold in all, in millions (more: 413)."
         ),
     ] = 100.0,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Requests in progress at once; beyond, requests answer 503 with Retry-After "
+            "at once (load shedding).",
+        ),
+    ] = 32,
     max_waiting: Annotated[
         int | None,
         typer.Option(
@@ -85,6 +93,7 @@ def serve_command(
             max_waiting=max_waiting,
             read_only=read_only,
             allow_download=allow_download,
+            max_in_flight=max_in_flight,
         )
     if app.state.read_only:
         why = "--read-only" if read_only else f"{plain(model_dir)} is not writable"

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from protoshot import __version__
 from protoshot.cache import CacheArg
 from protoshot.model import FewShotModel
+from protoshot.service.admission import Admission, AdmissionLimit
 from protoshot.service.batching import MicroBatcher, Overloaded
 from protoshot.service.body_limit import BodyLimit
 from protoshot.service.inputs import Budget, request_items
@@ -109,6 +110,7 @@ def create_app(
     max_waiting: int | None = None,
     read_only: bool = False,
     allow_download: bool = False,
+    max_in_flight: int = 32,
 ) -> FastAPI:
     """A FastAPI app serving the FewShotModel saved in ``model_dir``.
 
@@ -134,6 +136,9 @@ def create_app(
         Serve predictions only (updates answer 403); also when ``model_dir`` is not writable.
     allow_download : bool
         Let the folder's embedder be fetched from a model hub (see :meth:`FewShotModel.load`).
+    max_in_flight : int
+        Most requests in progress at once; the next answer 503 with ``Retry-After`` at once
+        (:mod:`protoshot.service.admission`), so the wait of those let in stays bounded.
 
     Raises
     ------
@@ -165,7 +170,9 @@ def create_app(
         "are saved to the model folder before they are acknowledged.",
         lifespan=lifespan,
     )
+    admission = Admission(max_in_flight, RETRY_AFTER)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AdmissionLimit, admission=admission)  # outermost: refuses before reading
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(Exception)(_internal_error)
     app.state.read_only = read_only
@@ -186,7 +193,7 @@ def create_app(
             "classes": len(state.model.classes),
             "embedding_passes": batcher.passes,
             "embedded_requests": batcher.requests,
-            "shed_requests": batcher.shed,
+            "shed_requests": batcher.shed + admission.shed,
             "read_only": state.read_only,
         }
 
