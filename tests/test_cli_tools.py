@@ -83,3 +83,8 @@ def test_cache_reports_and_clears_one_model(tmp_path: Path) -> None:
     assert [m["spec"] for m in json.loads(out)["models"]] == ["callable:twos"]
     code, out, _ = run("cache", "--cache-dir", str(tmp_path))
     assert code == 0 and "twos" in out
+
+
+def test_serve_refuses_a_port_out_of_range_in_one_line() -> None:
+    code, _, err = run("serve", "some-folder", "--port", "99999")
+    assert code == 2 and "less than or equal to 65535" in err and "Traceback" not in err

@@ -283,3 +283,15 @@ def test_a_folder_never_makes_protoshot_download_its_embedder(
     assert result.exit_code == 1 and "--allow-download" in result.stderr
     assert not fetches_weights("minilm") and fetches_weights("hf:facebook/dinov2-small")
     assert not fetches_weights(f"hf:{tmp_path}")  # a local folder
+
+
+def test_blank_shots_and_broken_unicode_are_refused(minilm, cache_dir: Path) -> None:
+    model = FewShotModel(minilm, cache=cache_dir)
+    with pytest.raises(ValueError, match="shot 1 is an empty text"):
+        model.fit(["a real example", "  "], ["x", "y"])
+    model.fit(["a real example", "another one"], ["x", "y"])
+    with pytest.raises(ValueError, match="shot 0 is an empty text"):
+        model.add_examples([""], "x")
+    with pytest.raises(ValueError, match="item 0 is not valid Unicode text"):
+        model.predict(["\ud800 lone surrogate"])
+    assert model.class_counts() == {"x": 1, "y": 1}

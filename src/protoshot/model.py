@@ -125,8 +125,9 @@ class FewShotModel:
         "card arrival"), or its entry of ``class_descriptions`` where given.
         """
         return self.fit_embeddings(
-            self.embed(items), _labels(labels, len(items)), class_descriptions=class_descriptions
-        )
+            self.embed(_shots(items)), _labels(labels, len(items)),
+            class_descriptions=class_descriptions,
+        )  # fmt: skip
 
     def fit_embeddings(
         self,
@@ -148,7 +149,7 @@ class FewShotModel:
 
         ``labels``: one per item, or one label for them all (``add_examples(texts, "refund")``).
         """
-        return self.add_embeddings(self.embed(items), labels)
+        return self.add_embeddings(self.embed(_shots(items)), labels)
 
     def add_embeddings(self, vectors: np.ndarray, labels: Any) -> FewShotModel:
         """:meth:`add_examples` for items already embedded by this model's embedder."""
@@ -440,6 +441,18 @@ def remove_saved_classes(directory: str | os.PathLike[str], labels: Sequence[Any
     classifier.remove_classes(labels_like(labels, classifier.classes_))
     classifier.save(directory, overwrite=True)
     return list(classifier.classes_.tolist())
+
+
+def _shots(items: Sequence[Any]) -> Sequence[Any]:
+    """Shots as given, refusing blank texts: a shot with no words would pull its prototype
+    toward whatever the model makes of nothing."""
+    if not isinstance(items, (str, bytes)):
+        blank = next(
+            (i for i, item in enumerate(items) if isinstance(item, str) and not item.strip()), None
+        )
+        if blank is not None:
+            raise ValueError(f"shot {blank} is an empty text")
+    return items
 
 
 def _labels(labels: Any, n: int) -> np.ndarray:

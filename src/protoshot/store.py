@@ -18,6 +18,7 @@ protoshot is refused with a clear message.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -316,6 +317,8 @@ class FolderLock:
         try:
             self._fd = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
             raise PermissionError(
                 f"cannot write to {folder} ({err.strerror}): it cannot be changed here; serve "
                 "it with --read-only, or copy it somewhere writable"

@@ -85,6 +85,7 @@ def embed(
         )
     batch_size = positive_int(batch_size, "batch_size", from_text=True)
     items = list(items)
+    _check_texts(items)
     with open_cache(cache) as store:
         vectors, hits, embedded = _embed(items, model, store, batch_size, progress)
     stats = CacheStats(
@@ -158,6 +159,19 @@ def _length_order(items: Sequence[Any], indices: list[int]) -> np.ndarray:
     if indices and all(isinstance(items[i], str) for i in indices):
         index = index[np.argsort([-len(items[i]) for i in indices], kind="stable")]
     return index
+
+
+def _check_texts(items: list[Any]) -> None:
+    """Texts a tokenizer can read: valid Unicode (a lone surrogate from broken JSON or a
+    mis-decoded file would fail deep inside it)."""
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"item {index} is not valid Unicode text (it holds a lone surrogate)"
+                ) from None
 
 
 def embed_loader(
