@@ -5,7 +5,9 @@
   loopback, first with no admission limit (``--max-in-flight 100000``), then with the default
   (32 requests in progress at once): the requests it sheds (503, ``Retry-After``; the client
   waits that long before its next request) and the latency of those it serves; each client
-  sends a bounded number of requests and stops by a deadline;
+  sends a bounded number of requests and stops by a deadline. The access log and the metrics
+  are on in every run but the last, 16 clients with ``--quiet`` (no access log): the cost of
+  logging;
 - batch prediction of the 3,080 BANKING77 test texts: ``FewShotModel.predict`` with a cold and a
   warm embedding cache, and the ``protoshot predict`` command (warm).
 
@@ -132,12 +134,14 @@ def main() -> None:
         model_dir, texts = fit_model(folder, warm_cache)
         rows = []
         unbounded = ("--max-in-flight", "100000")
-        for extra, counts in ((unbounded, (1, 16, 64, 256)), ((), (64, 256))):
+        runs = ((unbounded, (1, 16, 64, 256)), ((), (64, 256)), (("--quiet",), (16,)))
+        for extra, counts in runs:
             proc, url = serve(model_dir, *extra)
             try:
                 load(url, texts[-50:], 2, 10, 10)  # warm-up
                 for row in levels(url, texts, counts, args):
-                    rows.append({**row, "admitted": "unbounded" if extra else "32 (default)"})
+                    name = {(): "32 (default)", ("--quiet",): "32, no access log"}
+                    rows.append({**row, "admitted": name.get(extra, "unbounded")})
             finally:
                 proc.terminate()
                 proc.wait(30)

@@ -98,6 +98,9 @@ def test_device_is_chosen_automatically() -> None:
     if expected:
         assert device.type == expected
     assert best_device("cpu") == torch.device("cpu")
+    missing = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=f"device 'cuda:{missing}' is not available here"):
+        best_device(f"cuda:{missing}")  # one past the last GPU: never there
 
 
 # -- callables and modules ---------------------------------------------------------------------

@@ -61,6 +61,26 @@ def serve_command(
             "Retry-After (default: 4 x --max-batch).",
         ),
     ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Require this key for updates (repeatable; also $PROTOSHOT_API_KEYS, "
+            "comma-separated); send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+        ),
+    ] = None,
+    protect_all: Annotated[
+        bool,
+        typer.Option("--protect-all", help="Require a key for predictions too (not the probes)."),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An origin browsers may call the API from (repeatable; none by default)."
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No access log (one line per request by default).")
+    ] = False,
     read_only: Annotated[
         bool,
         typer.Option(
@@ -78,11 +98,19 @@ def serve_command(
     Updates are written back to MODEL_DIR atomically before they are acknowledged.
     """
     with user_errors():
+        import os
+
         import uvicorn
 
         from protoshot.service import Budget, create_app
 
         budget = Budget(chars=max_request_chars, pixels=int(max_request_megapixels * 1e6))
+        keys = [
+            *(api_key or []),
+            *filter(None, os.environ.get("PROTOSHOT_API_KEYS", "").split(",")),
+        ]
+        if protect_all and not keys:
+            raise ValueError("--protect-all needs an API key (--api-key or $PROTOSHOT_API_KEYS)")
         app = create_app(
             model_dir,
             device=device,
@@ -94,9 +122,17 @@ def serve_command(
             read_only=read_only,
             allow_download=allow_download,
             max_in_flight=max_in_flight,
+            api_keys=keys,
+            protect_all=protect_all,
+            cors_origins=cors_origin or (),
         )
     if app.state.read_only:
         why = "--read-only" if read_only else f"{plain(model_dir)} is not writable"
         stderr().print(f"read-only ({why}): predictions only, updates answer 403")
     stderr().print(f"serving {plain(model_dir)} on http://{host}:{port} (docs: /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if keys:
+        scope = "every route but the probes" if protect_all else "updates"
+        stderr().print(f"{len(keys)} API keys: {scope} need one")
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning" if quiet else "info", access_log=not quiet
+    )

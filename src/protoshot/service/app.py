@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from protoshot import __version__
 from protoshot.cache import CacheArg
@@ -26,6 +26,7 @@ from protoshot.service.admission import Admission, AdmissionLimit
 from protoshot.service.batching import MicroBatcher, Overloaded
 from protoshot.service.body_limit import BodyLimit
 from protoshot.service.inputs import Budget, request_items
+from protoshot.service.operations import ApiKeys, Metrics, RequestMetrics
 from protoshot.service.schemas import (
     ClassesResponse,
     Description,
@@ -111,6 +112,9 @@ def create_app(
     read_only: bool = False,
     allow_download: bool = False,
     max_in_flight: int = 32,
+    api_keys: Sequence[str] = (),
+    protect_all: bool = False,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """A FastAPI app serving the FewShotModel saved in ``model_dir``.
 
@@ -139,6 +143,11 @@ def create_app(
     max_in_flight : int
         Most requests in progress at once; the next answer 503 with ``Retry-After`` at once
         (:mod:`protoshot.service.admission`), so the wait of those let in stays bounded.
+    api_keys, protect_all
+        With keys, updates need one (every route but the probes with ``protect_all``); see
+        :class:`~protoshot.service.operations.ApiKeys`.
+    cors_origins
+        Origins a browser may call the API from (none by default).
 
     Raises
     ------
@@ -154,10 +163,19 @@ def create_app(
     lock = None if read_only else FolderLock(model_dir, "protoshot serve")
     # the embedder never changes (updates swap the classifier), so one batcher serves all models
     waiting = 4 * max_batch if max_waiting is None else max_waiting
-    batcher = MicroBatcher(state.model.embed, max_items=max_batch, max_waiting=waiting)
+    metrics = Metrics(queue_depth=lambda: batcher.waiting, classes=lambda: len(state.model.classes))
+
+    def embed_pass(items: list[Any]) -> np.ndarray:
+        metrics.batch.observe(len(items))
+        return state.model.embed(items)
+
+    batcher = MicroBatcher(embed_pass, max_items=max_batch, max_waiting=waiting)
+    ready = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.model.embed([_warm_up_item(state.model.embedder.modality)])  # first pass is slow
+        ready.set()
         yield
         batcher.close()
         if lock is not None:
@@ -171,8 +189,19 @@ def create_app(
         lifespan=lifespan,
     )
     admission = Admission(max_in_flight, RETRY_AFTER)
+    # the first added is the innermost: metrics see every answer, CORS answers a browser's
+    # preflight before the key check, and the admission limit refuses before any body is read
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(AdmissionLimit, admission=admission)  # outermost: refuses before reading
+    app.add_middleware(ApiKeys, keys=list(api_keys), protect_all=protect_all)
+    app.add_middleware(AdmissionLimit, admission=admission)
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
+            allow_headers=["*"],
+        )  # fmt: skip
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(Exception)(_internal_error)
     app.state.read_only = read_only
@@ -196,6 +225,21 @@ def create_app(
             "shed_requests": batcher.shed + admission.shed,
             "read_only": state.read_only,
         }
+
+    @app.get("/readyz", responses={503: _error("Still loading or warming up the model")})
+    def readyz() -> dict[str, str]:
+        """Readiness: the model and its embedder are loaded and have embedded once (put a load
+        balancer behind this; ``/healthz`` is liveness)."""
+        if not ready.is_set():
+            raise HTTPException(503, "warming up")
+        return {"status": "ready"}
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics: requests by route and status, latency, embedding batch sizes,
+        queue depth, shed requests, class count."""
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     @app.get("/v1/classes", response_model=ClassesResponse)
     def list_classes() -> dict[str, Any]:
@@ -260,6 +304,15 @@ def create_app(
         return {"name": label, "shots": 0, "classes": len(new.classes)}
 
     return app
+
+
+def _warm_up_item(modality: str) -> Any:
+    """One small item of the embedder's kind, to make its first (slowest) pass at start-up."""
+    if modality == "image":
+        from PIL import Image
+
+        return Image.new("RGB", (32, 32))
+    return "ready"
 
 
 def _info(model: FewShotModel) -> dict[str, Any]:

@@ -61,6 +61,11 @@ class MicroBatcher:
         self._worker = threading.Thread(target=self._work, name="protoshot-batcher", daemon=True)
         self._worker.start()
 
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet taken by a pass."""
+        return self._waiting
+
     def embed(self, items: Sequence[Any]) -> np.ndarray:
         """The embeddings of ``items``, computed together with whatever else is waiting."""
         future: Future[np.ndarray] = Future()

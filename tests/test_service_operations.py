@@ -1,0 +1,124 @@
+"""What an operator needs: API keys, CORS, Prometheus metrics, readiness, an access log, and
+one-line errors for a device the machine lacks; over real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from protoshot.data import load_source
+from protoshot.model import FewShotModel
+from protoshot.pipeline import embedder_for
+from tests.conftest import DATA_DIR
+from tests.test_service import _free_port, _wait_until_up, serving
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def folder(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    samples = load_source("banking77:test", root=DATA_DIR)
+    intents = np.unique(samples.labels)[:3]
+    texts = [
+        t
+        for c in intents
+        for t in [x for x, y in zip(samples.items, samples.labels, strict=True) if y == c][:3]
+    ]
+    model = FewShotModel(embedder_for("minilm"), cache=cache_dir)
+    model.fit(texts, [c for c in intents for _ in range(3)])
+    return model.save(tmp_path_factory.mktemp("ops") / "model")
+
+
+def test_api_keys_guard_updates_or_everything(folder: Path, cache_dir: Path) -> None:
+    add = {"texts": ["one more example"]}
+    with serving(folder, cache_dir, api_keys=["k1", "k2"]) as url:
+        assert httpx.post(url + "/v1/predict", json={"texts": ["hi"]}).status_code == 200
+        missing = httpx.post(url + "/v1/classes/new/examples", json=add)
+        assert missing.status_code == 401 and "an API key is needed" in missing.json()["detail"]
+        wrong = httpx.delete(url + "/v1/classes/new", headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "the API key is not valid"
+        bearer = {"Authorization": "Bearer k2"}
+        assert (
+            httpx.post(url + "/v1/classes/new/examples", json=add, headers=bearer).status_code
+            == 200
+        )
+        assert httpx.delete(url + "/v1/classes/new", headers={"X-API-Key": "k1"}).status_code == 200
+    with serving(folder, cache_dir, api_keys=["k1"], protect_all=True) as url:
+        assert httpx.post(url + "/v1/predict", json={"texts": ["hi"]}).status_code == 401
+        assert httpx.get(url + "/v1/classes").status_code == 401
+        assert httpx.get(url + "/healthz").status_code == 200  # probes stay open
+        assert httpx.get(url + "/readyz").status_code == 200
+        ok = httpx.post(url + "/v1/predict", json={"texts": ["hi"]}, headers={"X-API-Key": "k1"})
+        assert ok.status_code == 200
+
+
+def test_cors_is_off_unless_an_origin_is_given(folder: Path, cache_dir: Path) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with serving(folder, cache_dir) as url:
+        answer = httpx.options(url + "/v1/predict", headers=preflight)
+        assert "access-control-allow-origin" not in answer.headers
+    with serving(folder, cache_dir, cors_origins=["https://app.example"]) as url:
+        answer = httpx.options(url + "/v1/predict", headers=preflight)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.options(
+            url + "/v1/predict", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_metrics_and_readiness(folder: Path, cache_dir: Path) -> None:
+    with serving(folder, cache_dir) as url:
+        assert httpx.get(url + "/readyz").json() == {"status": "ready"}
+        for _ in range(3):
+            httpx.post(url + "/v1/predict", json={"texts": ["where is my card"]})
+        httpx.post(url + "/v1/classes/a%00b/examples", json={"texts": ["x"]})  # a 422
+        text = httpx.get(url + "/metrics").text
+        assert 'protoshot_requests_total{route="/v1/predict",status="200"} 3.0' in text
+        assert (
+            'protoshot_requests_total{route="/v1/classes/{name:path}/examples",status="422"} 1.0'
+            in text
+        )
+        assert 'protoshot_request_seconds_count{route="/v1/predict"} 3.0' in text
+        assert "protoshot_embedding_batch_items_count" in text
+        assert "protoshot_classes 3.0" in text and "protoshot_queue_items 0.0" in text
+
+
+def test_the_access_log_and_quiet(folder: Path, cache_dir: Path) -> None:
+    for quiet in (False, True):
+        port = _free_port()
+        args = [sys.executable, "-m", "protoshot", "serve", str(folder), "--port", str(port),
+                "--cache-dir", str(cache_dir), "--read-only", *(["--quiet"] if quiet else [])]  # fmt: skip
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_up(url, lambda p=proc: p.poll() is None)
+            httpx.post(url + "/v1/predict", json={"texts": ["hi"]})
+        finally:
+            proc.terminate()
+            err, _ = proc.communicate(timeout=30)
+        logged = '"POST /v1/predict HTTP/1.1" 200' in err
+        assert logged != quiet, err
+
+
+def test_a_device_the_machine_lacks_is_one_line(folder: Path) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    import protoshot.cli._commands  # noqa: F401
+    from protoshot.cli import app
+
+    missing = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    result = CliRunner().invoke(app, ["serve", str(folder), "--device", f"cuda:{missing}"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]  # one line
+    assert "is not available here" in result.stderr
