@@ -58,7 +58,11 @@ def serve(model_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
         "--no-cache",  # every request embeds its text: levels and servers compare fairly
         *extra,
     ]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # its access log would interleave with the table: discarded (it is still written)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:

@@ -122,3 +122,26 @@ def test_a_device_the_machine_lacks_is_one_line(folder: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.strip() == result.stderr.strip().splitlines()[0]  # one line
     assert "is not available here" in result.stderr
+
+
+def test_docs_are_served_from_the_package_not_a_cdn(folder: Path, cache_dir: Path) -> None:
+    import re
+
+    with serving(folder, cache_dir) as url:
+        page = httpx.get(url + "/docs")
+        assert page.status_code == 200
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources and all(s.startswith("/docs-assets/") for s in sources), sources
+        for source in sources:
+            assert httpx.get(url + source).status_code == 200
+        assert "cdn" not in page.text.lower()
+
+
+def test_one_class_by_name(folder: Path, cache_dir: Path) -> None:
+    with serving(folder, cache_dir, read_only=True) as url:
+        listed = httpx.get(url + "/v1/classes").json()["classes"][0]
+        one = httpx.get(f"{url}/v1/classes/{listed['name']}").json()
+        assert one["name"] == listed["name"] and one["shots"] == listed["shots"] == 3
+        assert one["described"] is True  # text classes carry their name as a prior
+        missing = httpx.get(url + "/v1/classes/no-such-class")
+        assert missing.status_code == 404 and missing.json()["detail"] == "no class 'no-such-class'"

@@ -28,6 +28,7 @@ from protoshot.service.body_limit import BodyLimit
 from protoshot.service.inputs import Budget, request_items
 from protoshot.service.operations import ApiKeys, Metrics, RequestMetrics
 from protoshot.service.schemas import (
+    ClassDetail,
     ClassesResponse,
     Description,
     Error,
@@ -187,7 +188,10 @@ def create_app(
         description="Few-shot classification with prototypes over frozen embeddings. Updates "
         "are saved to the model folder before they are acknowledged.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own assets: no CDN, works offline
+        redoc_url=None,
     )
+    _offline_docs(app)
     admission = Admission(max_in_flight, RETRY_AFTER)
     # the first added is the innermost: metrics see every answer, CORS answers a browser's
     # preflight before the key check, and the admission limit refuses before any body is read
@@ -250,6 +254,26 @@ def create_app(
             "model": _info(model),
         }
 
+    @app.get(
+        "/v1/classes/{name:path}",
+        response_model=ClassDetail,
+        responses={404: _error("No such class"), 422: _INVALID},
+    )
+    def get_class(name: str) -> dict[str, Any]:
+        """One class: its shots and whether a name or description is its prior."""
+        model = state.model
+        label = _library(lambda: model.as_class_values([name])[0])
+        if label not in model.classes:
+            raise HTTPException(404, f"no class {name!r}")
+        position = model.classes.index(label)
+        named = bool(model.classifier.named_[position])
+        return {
+            "name": label,
+            "shots": model.class_counts()[label],
+            "described": named,
+            "model": _info(model),
+        }
+
     @app.post("/v1/predict", response_model=PredictResponse, responses=_READ_ERRORS)
     def predict(body: PredictRequest) -> dict[str, Any]:
         """Classify a batch of texts or base64 images."""
@@ -304,6 +328,27 @@ def create_app(
         return {"name": label, "shots": 0, "classes": len(new.classes)}
 
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the assets of the ``swagger-ui-bundle`` package, so the page
+    works where no CDN can be reached."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), "docs")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="protoshot API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _warm_up_item(modality: str) -> Any:

@@ -98,6 +98,15 @@ class UpdateResponse(BaseModel):
     classes: int = Field(description="Number of classes after the update.")
 
 
+class ClassDetail(BaseModel):
+    """One class of the served model."""
+
+    name: Label = Field(description="The class label.")
+    shots: int = Field(description="Its shots (0 for a class known by its description alone).")
+    described: bool = Field(description="Whether its name or a description is embedded as a prior.")
+    model: ModelInfo
+
+
 class Health(BaseModel):
     """Liveness, and how well concurrent requests are batched."""
 
