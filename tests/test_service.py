@@ -190,6 +190,8 @@ def test_predict_list_add_remove(model_dir: Path, cache_dir: Path, banking: Bank
             "/v1/predict",
             "/v1/classes",
             "/v1/classes/{name}/examples",
+            "/readyz",
+            "/metrics",
             "/v1/classes/{name}/description",
             "/v1/classes/{name}",
             "/healthz",
