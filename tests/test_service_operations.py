@@ -145,3 +145,34 @@ def test_one_class_by_name(folder: Path, cache_dir: Path) -> None:
         assert one["described"] is True  # text classes carry their name as a prior
         missing = httpx.get(url + "/v1/classes/no-such-class")
         assert missing.status_code == 404 and missing.json()["detail"] == "no class 'no-such-class'"
+
+
+def test_images_uploaded_as_multipart_files(cache_dir: Path, tmp_path: Path) -> None:
+    import base64
+
+    from tests._embed_fixtures import write_images
+
+    images = write_images(tmp_path / "imgs", {"a": 2, "b": 2})
+    files = sorted(images.rglob("*.png"))
+    model = FewShotModel(embedder_for("efficientnet-lite0"), cache=cache_dir)
+    model.fit(files, ["a", "a", "b", "b"])
+    model.save(tmp_path / "model")
+    with serving(tmp_path / "model", cache_dir) as url:
+        upload = [("file", (p.name, p.read_bytes(), "image/png")) for p in files[:2]]
+        answer = httpx.post(url + "/v1/predict", files=upload, data={"top_k": "2"})
+        assert answer.status_code == 200, answer.text
+        as_json = httpx.post(
+            url + "/v1/predict",
+            json={
+                "images": [base64.b64encode(p.read_bytes()).decode() for p in files[:2]],
+                "top_k": 2,
+            },
+        )
+        assert answer.json()["predictions"] == as_json.json()["predictions"]
+        assert len(answer.json()["predictions"][0]["top_k"]) == 2
+        empty = httpx.post(url + "/v1/predict", files={"note": (None, "no file here")})
+        assert empty.status_code == 422 and "holds no file" in empty.json()["detail"]
+        bad = httpx.post(
+            url + "/v1/predict", files=[("file", ("x.png", b"not an image", "image/png"))]
+        )
+        assert bad.status_code == 422 and "not a readable image" in bad.json()["detail"]

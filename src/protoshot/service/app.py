@@ -38,6 +38,7 @@ from protoshot.service.schemas import (
     PredictResponse,
     UpdateResponse,
 )
+from protoshot.service.uploads import MultipartPredict
 from protoshot.store import FolderLock
 
 T = TypeVar("T")
@@ -195,6 +196,7 @@ def create_app(
     admission = Admission(max_in_flight, RETRY_AFTER)
     # the first added is the innermost: metrics see every answer, CORS answers a browser's
     # preflight before the key check, and the admission limit refuses before any body is read
+    app.add_middleware(MultipartPredict)  # uploads become the JSON request, inside the limit
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(ApiKeys, keys=list(api_keys), protect_all=protect_all)
     app.add_middleware(AdmissionLimit, admission=admission)
@@ -276,7 +278,8 @@ def create_app(
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=_READ_ERRORS)
     def predict(body: PredictRequest) -> dict[str, Any]:
-        """Classify a batch of texts or base64 images."""
+        """Classify a batch of texts or base64 images; or upload image files as
+        ``multipart/form-data`` (any field names, and an optional ``top_k`` field)."""
         model = state.model  # one consistent model for the whole request
         vectors = embed(request_items(body, model.embedder, budget=budget))
         predictions = model.predict_embeddings(vectors, top_k=body.top_k)

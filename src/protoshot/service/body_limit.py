@@ -38,18 +38,18 @@ class BodyLimit:
             if len(body) > self.max_bytes:
                 await self._refuse(f"more than {self.max_bytes} bytes", scope, receive, send)
                 return
-        await self.app(scope, _replay(bytes(body), receive), send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
     async def _refuse(self, size: str, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"request body of {size} exceeds the limit of {self.max_bytes} bytes"
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that gives the buffered body first, then the client's messages."""
     sent = False
 
-    async def replay() -> Message:
+    async def body_first() -> Message:
         nonlocal sent
         if sent:
             return await receive()
@@ -57,4 +57,4 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         message: dict[str, Any] = {"type": "http.request", "body": body, "more_body": False}
         return message
 
-    return replay
+    return body_first
