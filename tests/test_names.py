@@ -58,3 +58,15 @@ def test_embeddings_too_large_to_compare_are_refused_not_nan() -> None:
     model = PrototypeClassifier().fit(X[:2], ["a", "b"])
     with pytest.raises(ValueError, match="too large to compare"):
         model.predict_proba(X[2:3] * 1e200)
+
+
+def test_the_length_limit_counts_the_stored_nfc_form_and_bools_round_trip(tmp_path) -> None:
+    from protoshot import load_estimator
+
+    grows = "\u0958" * 150  # 150 characters, 300 once normalised (NFC decomposes it)
+    model = PrototypeClassifier(prior_weight=1.0).fit(X[:2], ["a", "b"])
+    with pytest.raises(ValueError, match="has 300 characters; the limit is 200"):
+        model.add_class_embeddings({grows: X[3]})
+    flags = PrototypeClassifier().fit(X[:4], [True, False, True, False])
+    flags.save(tmp_path / "m")
+    assert load_estimator(tmp_path / "m").classes_.tolist() == [False, True]

@@ -176,3 +176,59 @@ def test_images_uploaded_as_multipart_files(cache_dir: Path, tmp_path: Path) -> 
             url + "/v1/predict", files=[("file", ("x.png", b"not an image", "image/png"))]
         )
         assert bad.status_code == 422 and "not a readable image" in bad.json()["detail"]
+
+
+def test_empty_keys_are_refused_and_keys_are_trimmed(folder: Path, cache_dir: Path) -> None:
+    from protoshot.service import create_app
+
+    with pytest.raises(ValueError, match="an API key is empty"):
+        create_app(folder, cache=cache_dir, api_keys=["k1", " "])
+    with serving(folder, cache_dir, api_keys=[" k1 "]) as url:
+        add = httpx.post(
+            url + "/v1/classes/x/examples", json={"texts": ["x"]}, headers={"X-API-Key": "k1"}
+        )
+        assert add.status_code == 200
+        httpx.delete(url + "/v1/classes/x", headers={"X-API-Key": "k1"})
+
+
+def test_stalled_uploads_cannot_hold_the_admission_slots(folder: Path, cache_dir: Path) -> None:
+    import socket
+
+    with serving(folder, cache_dir, max_in_flight=2) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = []
+        for _ in range(4):  # more stalled bodies than slots
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            stalled.append(sock)
+        try:
+            assert (
+                httpx.post(url + "/v1/predict", json={"texts": ["hi"]}, timeout=30).status_code
+                == 200
+            )
+            assert httpx.get(url + "/readyz").status_code == 200
+            assert httpx.get(url + "/metrics").status_code == 200
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_an_upload_top_k_is_validated_like_json(cache_dir: Path, tmp_path: Path) -> None:
+    from tests._embed_fixtures import write_images
+
+    images = write_images(tmp_path / "imgs", {"a": 2, "b": 2})
+    files = sorted(images.rglob("*.png"))
+    model = FewShotModel(embedder_for("efficientnet-lite0"), cache=cache_dir)
+    model.fit(files, ["a", "a", "b", "b"])
+    model.save(tmp_path / "model")
+    with serving(tmp_path / "model", cache_dir) as url:
+        upload = [("file", (files[0].name, files[0].read_bytes(), "image/png"))]
+        bad = httpx.post(url + "/v1/predict", files=upload, data={"top_k": "²"})
+        assert bad.status_code == 422 and "top_k" in bad.json()["detail"]
+        httpx.post(url + "/v1/predict", files=upload)
+        text = httpx.get(url + "/metrics").text
+        assert (
+            'protoshot_requests_total{route="/v1/predict",status="200"} 1.0' in text
+        )  # not "unmatched"

@@ -302,3 +302,24 @@ def test_a_folder_that_cannot_be_written_says_so_in_one_line(
     ):
         FolderLock(model_folder, "protoshot add")
     gc.collect()  # and no traceback from the half-made lock's __del__
+
+
+def test_tidying_after_a_save_never_reports_it_unsaved(model_folder: Path) -> None:
+    odd = model_folder / ".config.json.0123456789abcdef.tmp"
+    odd.mkdir()  # not a file: cannot be unlinked
+    os.utime(odd, (0, 0))
+    model = PrototypeClassifier.load(model_folder)
+    model.partial_fit(np.zeros((1, 4)), [1])
+    model.save(model_folder, overwrite=True)  # committed, whatever the tidying meets
+    assert PrototypeClassifier.load(model_folder).shot_counts_.tolist() == [2, 3, 2]
+
+
+def test_the_new_arrays_file_takes_the_previous_ones_mode(model_folder: Path) -> None:
+    for entry in model_folder.iterdir():
+        if entry.is_file():
+            os.chmod(entry, 0o600)
+    model = PrototypeClassifier.load(model_folder)
+    model.partial_fit(np.ones((1, 4)), [0])
+    model.save(model_folder, overwrite=True)
+    config = json.loads((model_folder / "config.json").read_text())
+    assert (model_folder / config["arrays_file"]).stat().st_mode & 0o777 == 0o600

@@ -26,14 +26,15 @@ def check_name(name: str) -> str:
     shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
     if not name.strip():
         raise ValueError(f"class name {shown} is empty")
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise ValueError(f"class name {shown} holds the control character {bad!r}")
+    name = unicodedata.normalize("NFC", name)  # the length that is stored
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(
             f"class name {shown} has {len(name)} characters; the limit is {MAX_NAME_LENGTH}"
         )
-    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
-    if bad is not None:
-        raise ValueError(f"class name {shown} holds the control character {bad!r}")
-    return unicodedata.normalize("NFC", name)
+    return name
 
 
 def canonical_labels(labels: Any) -> Any:

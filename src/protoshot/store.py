@@ -142,6 +142,9 @@ def write_model(
     digest = hashlib.sha256(data).hexdigest()
     arrays_name = f"{ARRAYS_PREFIX}{digest[:16]}{ARRAYS_SUFFIX}"
     write_atomically(path / arrays_name, data)
+    if previous and (path / previous).is_file() and previous != arrays_name:
+        # a new name each save: it takes the mode its owner gave the previous arrays file
+        os.chmod(path / arrays_name, (path / previous).stat().st_mode & 0o7777)
     full = {
         "format_version": FORMAT_VERSION,
         "protoshot_version": __version__,
@@ -150,12 +153,11 @@ def write_model(
         **config,
     }
     write_atomically(path / CONFIG_FILE, json.dumps(full, indent=2, ensure_ascii=False).encode())
-    # the previous arrays stay one more save, for a reader that has just read the old config
+    # the save is committed: what follows is tidying, and its failure must not report it unsaved
+    # (the previous arrays stay one more save, for a reader that has just read the old config)
     keep = {arrays_name, previous}
-    for stale in path.glob(f"{ARRAYS_PREFIX}*{ARRAYS_SUFFIX}"):
-        if stale.name not in keep:
-            stale.unlink(missing_ok=True)
-    _remove_stray_temporaries(path)
+    stale = [p for p in path.glob(f"{ARRAYS_PREFIX}*{ARRAYS_SUFFIX}") if p.name not in keep]
+    _remove_quietly([*stale, *_stray_temporaries(path)])
     return path
 
 
@@ -163,17 +165,35 @@ def write_model(
 STRAY_AFTER_SECONDS = 60.0
 
 
-def _remove_stray_temporaries(folder: Path) -> None:
-    """Delete temporary files that an interrupted save left (a kill between creating and
-    renaming them). Only after a successful save, and only old ones: a temporary is never
-    read by anyone, and a recent one may belong to a writer still at work."""
+def _stray_temporaries(folder: Path) -> list[Path]:
+    """Temporary files an interrupted save left (a kill between creating and renaming them):
+    only old regular files, since a temporary is never read by anyone and a recent one may
+    belong to a writer still at work."""
     import time
 
     pattern = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
     now = time.time()
+    found = []
     for entry in folder.iterdir():
-        if pattern.fullmatch(entry.name) and now - entry.stat().st_mtime > STRAY_AFTER_SECONDS:
-            entry.unlink(missing_ok=True)
+        try:
+            if (
+                pattern.fullmatch(entry.name)
+                and entry.is_file()
+                and now - entry.stat().st_mtime > STRAY_AFTER_SECONDS
+            ):
+                found.append(entry)
+        except OSError:
+            continue
+    return found
+
+
+def _remove_quietly(paths: list[Path]) -> None:
+    """Delete files, best effort: one that cannot be removed waits for a later save."""
+    for stale in paths:
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def read_model(folder: str | os.PathLike[str], attempts: int = 3) -> StoredModel:
@@ -278,7 +298,7 @@ def check_config(config: dict[str, Any], where: str | os.PathLike[str]) -> None:
         raise bad("n_features_in", f"must be at least 1, got {config['n_features_in']}")
     classes = config["classes"]
     types = {type(c) for c in classes}
-    if not classes or not (types <= {str} or types <= {int, float}):
+    if not classes or not (types <= {str} or types <= {int, float} or types <= {bool}):
         raise bad("classes", "must be a non-empty list of names, or of numbers")
     try:
         canonical = [check_name(c) if isinstance(c, str) else c for c in classes]

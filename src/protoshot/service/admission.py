@@ -4,7 +4,9 @@ answered 503 with ``Retry-After`` at once (load shedding, as production inferenc
 Without it, a flood of clients queues in front of the worker threads, where nothing bounds the
 wait: every request gets slower and throughput falls. With it, the requests let in are served
 at the pace of an unloaded server, and the others learn at once to come back later.
-``/healthz`` is always let in, so a loaded server still answers its liveness probe.
+The probes (``/healthz``, ``/readyz``, ``/metrics``) are always let in, so a loaded server still
+answers them; and a request counts once its body is in (the body limit reads it first), so
+clients that stall their uploads cannot hold the slots.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+#: Routes always let in.
+PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 @dataclass
@@ -34,7 +39,7 @@ class AdmissionLimit:
         self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/healthz":
+        if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         state = self.admission

@@ -26,7 +26,7 @@ from protoshot.service.admission import Admission, AdmissionLimit
 from protoshot.service.batching import MicroBatcher, Overloaded
 from protoshot.service.body_limit import BodyLimit
 from protoshot.service.inputs import Budget, request_items
-from protoshot.service.operations import ApiKeys, Metrics, RequestMetrics
+from protoshot.service.operations import ApiKeys, Metrics, RequestMetrics, check_keys
 from protoshot.service.schemas import (
     ClassDetail,
     ClassesResponse,
@@ -159,6 +159,7 @@ def create_app(
         If another process serves or updates ``model_dir``.
     """
     budget = replace(budget or Budget(), items=max_batch)
+    api_keys = check_keys(api_keys)  # refused now, not at the first request
     read_only = read_only or not os.access(model_dir, os.W_OK)
     model = FewShotModel.load(model_dir, device=device, cache=cache, allow_download=allow_download)
     state = _State(model, model_dir, read_only)
@@ -195,11 +196,12 @@ def create_app(
     _offline_docs(app)
     admission = Admission(max_in_flight, RETRY_AFTER)
     # the first added is the innermost: metrics see every answer, CORS answers a browser's
-    # preflight before the key check, and the admission limit refuses before any body is read
-    app.add_middleware(MultipartPredict)  # uploads become the JSON request, inside the limit
+    # preflight before the key check, the body is read (within its limit) before a request
+    # counts against the admission limit, and uploads become the JSON request last
+    app.add_middleware(MultipartPredict)
+    app.add_middleware(AdmissionLimit, admission=admission)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(ApiKeys, keys=list(api_keys), protect_all=protect_all)
-    app.add_middleware(AdmissionLimit, admission=admission)
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -28,7 +28,7 @@ class ApiKeys:
 
     def __init__(self, app: ASGIApp, *, keys: Sequence[str], protect_all: bool = False) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
+        self.keys = [key.encode() for key in check_keys(keys)]
         self.protect_all = protect_all
 
     def _needs_key(self, scope: Scope) -> bool:
@@ -58,6 +58,20 @@ class ApiKeys:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def check_keys(keys: Sequence[str]) -> list[str]:
+    """The keys, trimmed (as presented keys are).
+
+    Raises
+    ------
+    ValueError
+        If one is empty: an empty key would match a request that sends none.
+    """
+    trimmed = [key.strip() for key in keys]
+    if any(not key for key in trimmed):
+        raise ValueError("an API key is empty: it would let every request in")
+    return trimmed
 
 
 def _presented_key(headers: dict[bytes, bytes]) -> bytes:

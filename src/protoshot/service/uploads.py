@@ -29,7 +29,7 @@ class MultipartPredict:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
-        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
         if scope["type"] != "http" or scope["path"] != PREDICT or not multipart:
             await self.app(scope, receive, send)
             return
@@ -39,7 +39,7 @@ class MultipartPredict:
         except Exception as err:  # python-multipart's parse errors have several types
             await _invalid(f"the multipart body cannot be read: {err}", scope, receive, send)
             return
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        files = [v for k, v in form.multi_items() if isinstance(v, UploadFile) and k != "top_k"]
         if not files:
             await _invalid("the multipart body holds no file", scope, receive, send)
             return
@@ -48,12 +48,12 @@ class MultipartPredict:
         }
         top_k = form.get("top_k")
         if isinstance(top_k, str):
-            body["top_k"] = int(top_k) if top_k.strip().isdigit() else top_k
+            body["top_k"] = top_k  # validated with the JSON request, like any other field
         data = json.dumps(body).encode()
         headers[b"content-type"] = b"application/json"
         headers[b"content-length"] = str(len(data)).encode()
-        converted = {**scope, "headers": list(headers.items())}
-        await self.app(converted, replay(data, receive), send)
+        scope["headers"] = list(headers.items())  # in place: the metrics read the route set on it
+        await self.app(scope, replay(data, receive), send)
 
 
 async def _invalid(detail: str, scope: Scope, receive: Receive, send: Send) -> None:
