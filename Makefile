@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# the inner loop: lint, types and every test that loads no real model (about 40 s)
+# the inner loop: lint, types and every test that loads no real model (about a minute)
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy

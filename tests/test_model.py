@@ -218,20 +218,27 @@ def test_predict_proba_score_and_score_report(banking, minilm, cache_dir: Path) 
         model.score_report(in_items, truth[inside], unknown_label="nowhere")
 
 
-def test_an_older_probability_threshold_is_dropped_with_a_warning(
-    banking, minilm, cache_dir: Path, tmp_path: Path
-) -> None:
+def saved_with_metadata(banking, minilm, cache_dir: Path, folder: Path, edit: dict) -> None:
+    """A model saved to ``folder / "m"``, its config's metadata then edited by hand."""
     import json
 
     texts, labels = banking
     support, _ = split(texts, labels, 2)
-    FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support]).save(
-        tmp_path / "m"
-    )
-    path = tmp_path / "m" / "config.json"
+    model = FewShotModel(minilm, cache=cache_dir)
+    model.fit([texts[i] for i in support], labels[support]).save(folder / "m")
+    path = folder / "m" / "config.json"
     config = json.loads(path.read_text())
-    config["metadata"]["rejection"] = {"threshold": 0.2}  # what an older version saved
+    for key, value in edit.items():
+        current = config["metadata"].get(key)
+        config["metadata"][key] = {**current, **value} if isinstance(current, dict) else value
     path.write_text(json.dumps(config))
+
+
+def test_an_older_probability_threshold_is_dropped_with_a_warning(
+    banking, minilm, cache_dir: Path, tmp_path: Path
+) -> None:
+    edit = {"rejection": {"threshold": 0.2}}  # what an older version saved
+    saved_with_metadata(banking, minilm, cache_dir, tmp_path, edit)
     with pytest.warns(UserWarning, match="threshold on probabilities from an older version"):
         loaded = FewShotModel.load(tmp_path / "m", cache=cache_dir)
     assert loaded.rejection is None
@@ -260,7 +267,6 @@ def test_score_and_calibrate_take_labels_of_either_kind(banking, minilm, cache_d
 def test_a_folder_never_makes_protoshot_download_its_embedder(
     banking, minilm, cache_dir: Path, tmp_path: Path
 ) -> None:
-    import json
 
     from typer.testing import CliRunner
 
@@ -268,15 +274,8 @@ def test_a_folder_never_makes_protoshot_download_its_embedder(
     from protoshot.cli import app
     from protoshot.embedders._registry import fetches_weights
 
-    texts, labels = banking
-    support, _ = split(texts, labels, 2)
-    FewShotModel(minilm, cache=cache_dir).fit([texts[i] for i in support], labels[support]).save(
-        tmp_path / "m"
-    )
-    path = tmp_path / "m" / "config.json"
-    config = json.loads(path.read_text())
-    config["metadata"]["embedder"]["spec"] = "st:someone/a-model-on-the-hub"
-    path.write_text(json.dumps(config))
+    hub = {"embedder": {"spec": "st:someone/a-model-on-the-hub"}}
+    saved_with_metadata(banking, minilm, cache_dir, tmp_path, hub)
     with pytest.raises(ValueError, match="would be fetched from a model hub: pass --model"):
         FewShotModel.load(tmp_path / "m", cache=cache_dir)
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "m"), "-t", "hello"])

@@ -128,34 +128,24 @@ def test_a_held_out_threshold_keeps_its_false_accept_rate_in_any_batch() -> None
         assert accepted[-20:].sum() <= 2  # the 20 unknowns come last: 10% of them at most
 
 
+def similarities(model, probe: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """``class_similarity`` of ``probe`` to the classes an estimator holds now."""
+    shots = model.support_.astype(np.float64)
+    return class_similarity(
+        *tensors(probe, shots, model.support_codes_, model.names_, model.named_, center)
+    ).numpy()
+
+
 def test_threshold_survives_new_classes() -> None:
     """The centre is fixed when the threshold is chosen: adding a class leaves every existing
     class's similarity to any input exactly as it was (unlike a softmax probability)."""
     model, _ = _fitted()
     rejection = from_shots(model)
     probe = np.random.default_rng(9).normal(size=(20, 8))
-    before = class_similarity(
-        *tensors(
-            probe,
-            model.support_.astype(np.float64),
-            model.support_codes_,
-            model.names_,
-            model.named_,
-            rejection.center,
-        )
-    ).numpy()
+    before = similarities(model, probe, rejection.center)
     proba_before = model.predict_proba(probe)
     model.partial_fit(np.random.default_rng(10).normal(size=(3, 8)), [7, 7, 7])
-    after = class_similarity(
-        *tensors(
-            probe,
-            model.support_.astype(np.float64),
-            model.support_codes_,
-            model.names_,
-            model.named_,
-            rejection.center,
-        )
-    ).numpy()
+    after = similarities(model, probe, rejection.center)
     np.testing.assert_allclose(after[:, :5], before, atol=1e-12)  # the old classes, unmoved
     assert not np.allclose(model.predict_proba(probe)[:, :5], proba_before)  # probabilities move
     new = model.support_[model.support_codes_ == 5]

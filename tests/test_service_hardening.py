@@ -24,6 +24,7 @@ from protoshot.model import FewShotModel
 from protoshot.pipeline import embedder_for
 from protoshot.service import Budget
 from protoshot.service.batching import MicroBatcher, Overloaded
+from tests._embed_fixtures import save_image_model
 from tests.conftest import DATA_DIR
 from tests.test_service import serving
 
@@ -130,13 +131,8 @@ def png(width: int, height: int) -> str:
 
 
 def test_request_budgets_refuse_before_decoding(tmp_path: Path, cache_dir: Path) -> None:
-    from tests._embed_fixtures import write_images
-
-    images = write_images(tmp_path / "imgs", {"a": 2, "b": 2})
-    model = FewShotModel(embedder_for("efficientnet-lite0"), cache=cache_dir)
-    model.fit(sorted(images.rglob("*.png")), ["a", "a", "b", "b"])
-    model.save(tmp_path / "model")
-    with serving(tmp_path / "model", cache_dir) as url:
+    folder, _ = save_image_model(tmp_path, cache_dir)
+    with serving(folder, cache_dir) as url:
         # twenty 7000 x 7000 images: each under the per-image limit, 980 megapixels in all
         bomb = png(7000, 7000)
         detail = refused(
@@ -144,7 +140,7 @@ def test_request_budgets_refuse_before_decoding(tmp_path: Path, cache_dir: Path)
         )
         assert "980,000,000 pixels in all, over the limit of 100,000,000" in detail
         assert httpx.post(url + "/v1/predict", json={"images": [png(40, 40)]}).status_code == 200
-    with serving(tmp_path / "model", cache_dir, budget=Budget(pixels=3000)) as url:
+    with serving(folder, cache_dir, budget=Budget(pixels=3000)) as url:
         detail = refused(httpx.post(url + "/v1/predict", json={"images": [png(40, 40)] * 2}), 413)
         assert "3,200 pixels in all" in detail
 

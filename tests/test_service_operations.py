@@ -15,6 +15,7 @@ import pytest
 from protoshot.data import load_source
 from protoshot.model import FewShotModel
 from protoshot.pipeline import embedder_for
+from tests._embed_fixtures import save_image_model
 from tests.conftest import DATA_DIR
 from tests.test_service import _free_port, _wait_until_up, serving
 
@@ -150,14 +151,8 @@ def test_one_class_by_name(folder: Path, cache_dir: Path) -> None:
 def test_images_uploaded_as_multipart_files(cache_dir: Path, tmp_path: Path) -> None:
     import base64
 
-    from tests._embed_fixtures import write_images
-
-    images = write_images(tmp_path / "imgs", {"a": 2, "b": 2})
-    files = sorted(images.rglob("*.png"))
-    model = FewShotModel(embedder_for("efficientnet-lite0"), cache=cache_dir)
-    model.fit(files, ["a", "a", "b", "b"])
-    model.save(tmp_path / "model")
-    with serving(tmp_path / "model", cache_dir) as url:
+    folder, files = save_image_model(tmp_path, cache_dir)
+    with serving(folder, cache_dir) as url:
         upload = [("file", (p.name, p.read_bytes(), "image/png")) for p in files[:2]]
         answer = httpx.post(url + "/v1/predict", files=upload, data={"top_k": "2"})
         assert answer.status_code == 200, answer.text
@@ -216,14 +211,8 @@ def test_stalled_uploads_cannot_hold_the_admission_slots(folder: Path, cache_dir
 
 
 def test_an_upload_top_k_is_validated_like_json(cache_dir: Path, tmp_path: Path) -> None:
-    from tests._embed_fixtures import write_images
-
-    images = write_images(tmp_path / "imgs", {"a": 2, "b": 2})
-    files = sorted(images.rglob("*.png"))
-    model = FewShotModel(embedder_for("efficientnet-lite0"), cache=cache_dir)
-    model.fit(files, ["a", "a", "b", "b"])
-    model.save(tmp_path / "model")
-    with serving(tmp_path / "model", cache_dir) as url:
+    folder, files = save_image_model(tmp_path, cache_dir)
+    with serving(folder, cache_dir) as url:
         upload = [("file", (files[0].name, files[0].read_bytes(), "image/png"))]
         bad = httpx.post(url + "/v1/predict", files=upload, data={"top_k": "²"})
         assert bad.status_code == 422 and "top_k" in bad.json()["detail"]

@@ -103,7 +103,7 @@ def from_shots(classifier: Any, *, accept: float = ACCEPT, mix: float = MIX) -> 
             "has nothing of its class to be compared with): add shots, or calibrate on "
             "traffic (--expected-unknown-rate) or held-out data"
         )
-    threshold = _quantile(comparable, 1 - accept)
+    threshold = float(np.quantile(comparable, 1 - accept))
     rule = (
         f"accepts {100 * accept:g}% of the model's {len(comparable)} shots that have another "
         "shot or a name in their class, each left out in turn"
@@ -120,7 +120,7 @@ def from_traffic(
         raise ValueError(f"the expected unknown rate must be in [0, 1), got {unknown_rate}")
     probe = Rejection(0.0, _center(classifier), "")
     best = probe.best_similarity(classifier, vectors)
-    threshold = _quantile(best, unknown_rate)
+    threshold = float(np.quantile(best, unknown_rate))
     rule = (
         f"rejects {100 * unknown_rate:g}% of {len(best)} traffic inputs (the expected unknown rate)"
     )
@@ -192,8 +192,3 @@ def _classes(classifier: Any) -> tuple[torch.Tensor, ...]:
         torch.as_tensor(np.asarray(classifier.names_), dtype=torch.float64),
         torch.as_tensor(np.asarray(classifier.named_, dtype=bool)),
     )
-
-
-def _quantile(scores: np.ndarray, share: float) -> float:
-    """The score below which ``share`` of ``scores`` lie."""
-    return float(np.quantile(scores, share))

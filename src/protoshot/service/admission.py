@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-#: Routes always let in.
-PROBES = ("/healthz", "/readyz", "/metrics")
+from protoshot.service.operations import PROBES
 
 
 @dataclass

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Routes every caller may reach: liveness, readiness and the metrics scrape.
+#: Routes every caller may reach, past the key check and the admission limit: liveness,
+#: readiness and the metrics scrape.
 PROBES = ("/healthz", "/readyz", "/metrics")
 #: Methods that change the model.
 UPDATES = ("POST", "PUT", "DELETE")
