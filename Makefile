@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast browser lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -15,17 +15,26 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	PROTOSHOT_DATA_DIR=$${PROTOSHOT_DATA_DIR:-../shared/data} HF_HUB_OFFLINE=1 $(VENV)/bin/protoshot demo
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+test: $(STAMP) browser
+	$(VENV)/bin/ruff check src tests benchmarks docs
+	$(VENV)/bin/ruff format --check src tests benchmarks docs
 	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # the inner loop: lint, types and every test that loads no real model (about a minute)
 test-fast: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
 	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+# the web console's test drives Debian's chromium headless: installed here when missing and
+# allowed (root with apt-get); otherwise that test skips and says why
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	     && { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+	          || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; }; } \
+	|| echo "chromium could not be installed (needs root and apt-get): the console's browser test will skip"
 
 bench: $(STAMP)
 	$(PY) benchmarks/episodes.py

@@ -171,5 +171,5 @@ def test_saved_files_are_json_and_safetensors_only(blobs, tmp_path: Path) -> Non
     PrototypeClassifier().fit(x, y).save(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     with safe_open(tmp_path / config["arrays_file"], framework="numpy") as f:
-        assert sorted(f.keys()) == ["counts", "sums", "support", "support_codes"]
+        assert sorted(f.keys()) == ["counts", "sums", "support", "support_codes", "updated"]
     assert len(list(tmp_path.iterdir())) == 2

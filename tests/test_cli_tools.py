@@ -46,15 +46,17 @@ def test_info_reads_a_folder_without_its_embedder(cache_dir: Path, tmp_path: Pat
     assert code == 0, err
     info = json.loads(out)
     assert info["format_version"] == 2 and info["shots"] == 4
+    fitted = model.class_updated()["greet"].isoformat(timespec="seconds")
     assert info["classes"] == [
-        {"label": "greet", "shots": 2, "named": True},
-        {"label": "lost_card", "shots": 2, "named": True},
+        {"label": "greet", "shots": 2, "named": True, "updated": fitted},
+        {"label": "lost_card", "shots": 2, "named": True, "updated": fitted},
     ]
     assert info["embedder"]["spec"] == "minilm" and info["embedder"]["dim"] == 384
     assert info["rejection"]["threshold"] == model.threshold
     assert info["method"].startswith("auto")
     code, out, _ = run("info", str(tmp_path / "m"))
     assert code == 0 and "rejection below similarity" in out and "lost_card (2)" in out
+    assert f"last updated: {fitted}" in out
     code, _, err = run("info", str(tmp_path))
     assert code == 1 and "is not a model folder" in err
 

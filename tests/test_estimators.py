@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,28 @@ def test_every_method_saves_and_loads_identically(method, blobs, rng, tmp_path: 
     assert json.loads((tmp_path / "m" / "config.json").read_text())["method"] == model.method
     loaded.remove_classes(["intent_0"])
     assert "intent_0" not in loaded.classes_ and len(loaded.classes_) == 11
+
+
+@pytest.mark.parametrize("method", ["prototypes", "linear", "auto", "mahalanobis"])
+def test_each_class_records_when_it_last_changed(method, blobs, rng, tmp_path: Path) -> None:
+    x, y = blobs
+    before = time.time()
+    model = create_estimator(method).fit(x[::3], y[::3])
+    fitted = model.updated_.copy()
+    assert fitted.shape == (12,) and (fitted >= before).all() and (fitted <= time.time()).all()
+    time.sleep(0.01)
+    model.partial_fit(x[1:2], y[1:2])  # one shot of one class
+    changed = model.updated_ != fitted
+    assert (
+        changed.tolist() == (model.classes_ == y[1]).tolist()
+        and model.updated_.max() > fitted.max()
+    )
+    model.add_class_embeddings({y[4]: x[0]})  # a name for another class
+    assert model.updated_[model.classes_ == y[4]][0] == model.updated_.max()
+    model.remove_classes([y[1]])
+    assert len(model.updated_) == len(model.classes_) == 11
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_estimator(tmp_path / "m").updated_, model.updated_)
 
 
 def test_loading_the_wrong_kind_names_the_way(blobs, tmp_path: Path) -> None:

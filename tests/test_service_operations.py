@@ -4,8 +4,10 @@ one-line errors for a device the machine lacks; over real servers on loopback.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -146,6 +148,20 @@ def test_one_class_by_name(folder: Path, cache_dir: Path) -> None:
         assert one["described"] is True  # text classes carry their name as a prior
         missing = httpx.get(url + "/v1/classes/no-such-class")
         assert missing.status_code == 404 and missing.json()["detail"] == "no class 'no-such-class'"
+
+
+def test_a_class_says_when_it_last_changed(folder: Path, cache_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(folder, tmp_path / "m")
+    with serving(tmp_path / "m", cache_dir) as url:
+        listed = {c["name"]: c["updated"] for c in httpx.get(url + "/v1/classes").json()["classes"]}
+        name, other = list(listed)[:2]
+        before = datetime.now(timezone.utc)
+        assert httpx.post(f"{url}/v1/classes/{name}/examples", json={"texts": ["more"]}).is_success
+        after = httpx.get(f"{url}/v1/classes/{name}").json()["updated"]
+        assert datetime.fromisoformat(after) >= before > datetime.fromisoformat(listed[name])
+        assert httpx.get(f"{url}/v1/classes/{other}").json()["updated"] == listed[other]
+    with serving(tmp_path / "m", cache_dir) as url:  # saved with the model
+        assert httpx.get(f"{url}/v1/classes/{name}").json()["updated"] == after
 
 
 def test_images_uploaded_as_multipart_files(cache_dir: Path, tmp_path: Path) -> None:

@@ -96,12 +96,14 @@ def rewrite_arrays(folder: Path, change: Callable[[dict[str, np.ndarray]], None]
     ("change", "message"),
     [
         (lambda a: a.__setitem__("counts", np.zeros(3, np.int64)), "neither shots nor a name"),
-        (lambda a: a.__setitem__("counts", np.array([-1, 2, 2])), "negative counts"),
+        (lambda a: a.__setitem__("counts", np.array([-1, 2, 2])), "negative values"),
         (lambda a: a["sums"].__setitem__((0, 0), np.nan), "NaN or infinite"),
         (lambda a: a.__setitem__("sums", np.zeros((2, 4))), "the array 'sums' has shape"),
         (lambda a: a.pop("sums"), "the array 'sums' is missing"),
         (lambda a: a.__setitem__("support_codes", np.array([0, 0, 1, 1, 2, 7])), "support_codes"),
         (lambda a: a.__setitem__("center", np.zeros(3)), "the array 'center' has shape"),
+        (lambda a: a.__setitem__("updated", -np.ones(3)), "'updated' holds negative values"),
+        (lambda a: a.__setitem__("updated", np.zeros(4)), "the array 'updated' has shape"),
     ],
 )
 def test_corrupt_arrays_with_a_recomputed_checksum_are_refused(
@@ -119,3 +121,8 @@ def test_an_unreadable_arrays_file_is_one_line(folder: Path) -> None:
     edit_config(folder, setting("arrays_sha256", hashlib.sha256(data).hexdigest()))
     with pytest.raises(ValueError, match="is not a readable safetensors file"):
         load_estimator(folder)
+
+
+def test_a_folder_from_before_update_times_loads_with_none_recorded(folder: Path) -> None:
+    rewrite_arrays(folder, lambda a: a.pop("updated"))
+    assert load_estimator(folder).updated_.tolist() == [0.0, 0.0, 0.0]

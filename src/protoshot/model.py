@@ -21,6 +21,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,17 @@ class FewShotModel:
             return {}
         counts = self.classifier.shot_counts_.tolist()
         return dict(zip(self.classifier.classes_.tolist(), counts, strict=True))
+
+    def class_updated(self) -> dict[Any, datetime | None]:
+        """When each class last gained shots or a description (UTC; ``None`` for a class saved
+        by a protoshot that did not record it)."""
+        if not hasattr(self.classifier, "classes_"):
+            return {}
+        times = [
+            datetime.fromtimestamp(t, timezone.utc) if t > 0 else None
+            for t in self.classifier.updated_.tolist()
+        ]
+        return dict(zip(self.classifier.classes_.tolist(), times, strict=True))
 
     @property
     def method(self) -> str:

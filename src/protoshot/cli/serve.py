@@ -93,7 +93,8 @@ def serve_command(
     no_cache: NoCacheOption = False,
     allow_download: AllowDownloadOption = False,
 ) -> None:
-    """Serve MODEL_DIR over HTTP: predict, add examples, remove classes (docs at /docs).
+    """Serve MODEL_DIR over HTTP: predict, add examples, remove classes (a web console at /,
+    API docs at /docs).
 
     Updates are written back to MODEL_DIR atomically before they are acknowledged.
     """
@@ -129,7 +130,7 @@ def serve_command(
     if app.state.read_only:
         why = "--read-only" if read_only else f"{plain(model_dir)} is not writable"
         stderr().print(f"read-only ({why}): predictions only, updates answer 403")
-    stderr().print(f"serving {plain(model_dir)} on http://{host}:{port} (docs: /docs)")
+    stderr().print(f"serving {plain(model_dir)} on http://{host}:{port} (console: /, docs: /docs)")
     if keys:
         scope = "every route but the probes" if protect_all else "updates"
         stderr().print(f"{len(keys)} API keys: {scope} need one")

@@ -75,6 +75,17 @@ def info_command(
         out.print(plain(line))
     counts = ", ".join(f"{c['label']} ({c['shots']})" for c in info["classes"])
     out.print(plain(f"classes (shots): {counts}"))
+    latest = max((c["updated"] for c in info["classes"] if c["updated"]), default=None)
+    out.print(plain(f"last updated: {latest or 'not recorded'}"))
+
+
+def _utc(seconds: float) -> str | None:
+    """Unix seconds as an ISO 8601 UTC time (``None`` for 0: not recorded)."""
+    from datetime import datetime, timezone
+
+    if seconds <= 0:
+        return None
+    return datetime.fromtimestamp(float(seconds), timezone.utc).isoformat(timespec="seconds")
 
 
 def _folder_info(folder: Path) -> dict[str, Any]:
@@ -96,8 +107,10 @@ def _folder_info(folder: Path) -> dict[str, Any]:
         "method": model.method + (f": {chosen}" if chosen else ""),
         "shots": int(sum(counts)),
         "classes": [
-            {"label": label, "shots": int(n), "named": bool(named)}
-            for label, n, named in zip(model.classes_.tolist(), counts, model.named_, strict=True)
+            {"label": label, "shots": int(n), "named": bool(named), "updated": _utc(updated)}
+            for label, n, named, updated in zip(
+                model.classes_.tolist(), counts, model.named_, model.updated_, strict=True
+            )
         ],
         "embedder": model.metadata_.get("embedder"),
         "rejection": None

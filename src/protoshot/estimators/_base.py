@@ -11,6 +11,7 @@ names) or removed; all are exact updates.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,9 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     _params: ClassVar[tuple[str, ...]]
     #: Per-class arrays (first axis = class), besides the class names.
     _per_class: ClassVar[tuple[str, ...]] = ()
+    #: Per-class arrays every estimator keeps: name embeddings, which classes have one, and when
+    #: each class last changed (Unix seconds; 0 = before protoshot recorded it).
+    _kept_per_class: ClassVar[tuple[str, ...]] = ("names_", "named_", "updated_")
     normalization: str
     center: np.ndarray | None
     device: str | None
@@ -80,6 +84,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             self._start()
             self._absorb(X, codes)
             self._add_names(class_embeddings)
+            self.updated_[:] = time.time()
             self._refit()
         return self
 
@@ -87,6 +92,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         """Empty state for ``classes_`` (no shots, no names yet)."""
         n, d = len(self.classes_), self.n_features_in_
         self.names_, self.named_ = np.zeros((n, d)), np.zeros(n, dtype=bool)
+        self.updated_ = np.zeros(n)
         self._reset(n, d)
         self.support_ = np.zeros((0, d), dtype=np.float32)
         self.support_codes_ = np.zeros(0, dtype=np.int64)
@@ -98,6 +104,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         self.center_ = source.center_
         self._start()
         self.names_, self.named_ = source.names_.copy(), source.named_.copy()
+        self.updated_ = source.updated_.copy()
         if len(source.support_):
             self._absorb(source.support_, source.support_codes_)
         self._refit()
@@ -119,8 +126,10 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
             _check_scale(X)
             _check_targets(y)
-            self._absorb(X, self._grow(np.asarray(y)))
-            self._add_names(class_embeddings)
+            codes = self._grow(np.asarray(y))
+            self._absorb(X, codes)
+            self._touch(codes)
+            self._touch(self._add_names(class_embeddings))
             self._refit()
         return self
 
@@ -128,7 +137,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         """Set the name embeddings of classes, creating classes that have none yet (zero-shot)."""
         check_is_fitted(self)
         with self._all_or_nothing():
-            self._add_names(class_embeddings)
+            self._touch(self._add_names(class_embeddings))
             self._refit()
         return self
 
@@ -145,7 +154,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         if not keep.any():
             raise ValueError("cannot remove every class; at least one must remain")
         with self._all_or_nothing():
-            for name in (*self._per_class, "names_", "named_"):
+            for name in (*self._per_class, *self._kept_per_class):
                 setattr(self, name, getattr(self, name)[keep])
             rows = keep[self.support_codes_]
             self.support_ = self.support_[rows]
@@ -225,6 +234,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         if self.named_.any():
             arrays |= {"names": self.names_, "named": self.named_.astype(np.uint8)}
         arrays |= {"support": self.support_, "support_codes": self.support_codes_}
+        arrays["updated"] = self.updated_
         if self.center_ is not None:
             arrays["center"] = self.center_
         config = {
@@ -272,6 +282,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             model.center = model.center_  # a centre given at fit time stays fixed on updates
         model.names_ = arrays.get("names", np.zeros((n, d)))
         model.named_ = arrays.get("named", np.zeros(n, dtype=np.uint8)).astype(bool)
+        model.updated_ = arrays.get("updated", np.zeros(n)).astype(np.float64)
         for name in cls._per_class:
             setattr(model, name, arrays[name.rstrip("_")])
         # prototype folders written before every method kept its shots have sums and no rows
@@ -354,7 +365,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             )
         merged = np.union1d(self.classes_, new_classes)
         old = np.searchsorted(merged, self.classes_)
-        for name in (*self._per_class, "names_", "named_"):
+        for name in (*self._per_class, *self._kept_per_class):
             array = getattr(self, name)
             grown = np.zeros((len(merged), *array.shape[1:]), dtype=array.dtype)
             grown[old] = array
@@ -363,16 +374,22 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         self.classes_ = merged
         return np.searchsorted(merged, labels)
 
-    def _add_names(self, class_embeddings: ClassEmbeddings | None) -> None:
+    def _touch(self, codes: np.ndarray) -> None:
+        """Record that the classes at positions ``codes`` changed now."""
+        self.updated_[codes] = time.time()
+
+    def _add_names(self, class_embeddings: ClassEmbeddings | None) -> np.ndarray:
+        """Set the name embeddings of classes (growing new ones); returns their positions."""
+        none = np.zeros(0, dtype=np.int64)
         if class_embeddings is None:
-            return
+            return none
         if not isinstance(class_embeddings, Mapping):
             raise TypeError(
                 "class_embeddings must map each class label to its name's embedding, got "
                 f"{type(class_embeddings).__name__}"
             )
         if not class_embeddings:
-            return
+            return none
         labels = np.asarray(canonical_labels(list(class_embeddings)))
         vectors = np.asarray([np.asarray(v, dtype=np.float64) for v in class_embeddings.values()])
         if vectors.shape != (len(labels), self.n_features_in_) or not np.isfinite(vectors).all():
@@ -382,6 +399,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             )
         codes = self._grow(labels)
         self.names_[codes], self.named_[codes] = vectors, True
+        return codes
 
     def _named_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Raw name embeddings ``[C, D]`` and which classes have one, or ``None`` without names."""
@@ -442,6 +460,7 @@ def _check_arrays(
         **{name.rstrip("_"): ((n,), "") for name in per_class},
         "names": ((n, d), "f"),
         "named": ((n,), "iub"),
+        "updated": ((n,), "f"),
         "center": ((d,), "f"),
         "support": ((None, d), "f"),
         "support_codes": ((None,), "iu"),
@@ -464,8 +483,8 @@ def _check_arrays(
             )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise ValueError(f"{where}: the array {name!r} holds NaN or infinite values")
-        if name == "counts" and (array < 0).any():
-            raise ValueError(f"{where}: the array 'counts' holds negative counts")
+        if name in ("counts", "updated") and (array < 0).any():
+            raise ValueError(f"{where}: the array {name!r} holds negative values")
     codes = arrays.get("support_codes")
     if codes is not None and (
         len(codes) != len(arrays.get("support", ()))

@@ -61,6 +61,8 @@ class PrototypeClassifier(FewShotEstimator):
         Shots per class.
     names_, named_ : float64 [n_classes, n_features], bool [n_classes]
         Class-name embeddings (raw), and which classes have one.
+    updated_ : float64 [n_classes]
+        When each class last gained shots or a name (Unix seconds; 0: not recorded).
     temperature_ : float
         The softmax temperature in use (given, or fitted on the shots).
     center_ : float64 [n_features] or None

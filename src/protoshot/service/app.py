@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -68,6 +69,8 @@ _REMOVE_ERRORS: Responses = {
 }
 #: Seconds a shed request is told to wait before trying again.
 RETRY_AFTER = 1
+#: The web console's files.
+CONSOLE_DIR = Path(__file__).parent / "console"
 
 
 class _State:
@@ -194,6 +197,7 @@ def create_app(
         redoc_url=None,
     )
     _offline_docs(app)
+    _console(app)
     admission = Admission(max_in_flight, RETRY_AFTER)
     # the first added is the innermost: metrics see every answer, CORS answers a browser's
     # preflight before the key check, the body is read (within its limit) before a request
@@ -251,10 +255,14 @@ def create_app(
 
     @app.get("/v1/classes", response_model=ClassesResponse)
     def list_classes() -> dict[str, Any]:
-        """The classes and their shot counts."""
+        """The classes, their shot counts and when each last changed."""
         model = state.model
+        updated = model.class_updated()
         return {
-            "classes": [{"name": k, "shots": v} for k, v in model.class_counts().items()],
+            "classes": [
+                {"name": k, "shots": v, "updated": updated[k]}
+                for k, v in model.class_counts().items()
+            ],
             "model": _info(model),
         }
 
@@ -264,7 +272,8 @@ def create_app(
         responses={404: _error("No such class"), 422: _INVALID},
     )
     def get_class(name: str) -> dict[str, Any]:
-        """One class: its shots and whether a name or description is its prior."""
+        """One class: its shots, when it last changed, whether a name or description is its
+        prior."""
         model = state.model
         label = _library(lambda: model.as_class_values([name])[0])
         if label not in model.classes:
@@ -274,6 +283,7 @@ def create_app(
         return {
             "name": label,
             "shots": model.class_counts()[label],
+            "updated": model.class_updated()[label],
             "described": named,
             "model": _info(model),
         }
@@ -354,6 +364,19 @@ def _offline_docs(app: FastAPI) -> None:
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
+
+
+def _console(app: FastAPI) -> None:
+    """The web console at ``/``: static files shipped in the package (no build step, no CDN)
+    that call the API from the browser, so they hold no data and need no key themselves."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/console", StaticFiles(directory=CONSOLE_DIR), "console")
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(CONSOLE_DIR / "index.html")
 
 
 def _warm_up_item(modality: str) -> Any:

@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 #: Routes every caller may reach, past the key check and the admission limit: liveness,
 #: readiness and the metrics scrape.
 PROBES = ("/healthz", "/readyz", "/metrics")
+#: The web console's page and files: they hold no data (the page calls the API, with the key
+#: its user types), so a browser can load them before it has a key.
+CONSOLE = ("/", "/console/")
 #: Methods that change the model.
 UPDATES = ("POST", "PUT", "DELETE")
 
@@ -34,7 +37,7 @@ class ApiKeys:
 
     def _needs_key(self, scope: Scope) -> bool:
         path = scope["path"]
-        if path in PROBES:
+        if path in PROBES or path == CONSOLE[0] or path.startswith(CONSOLE[1]):
             return False
         if self.protect_all:
             return True

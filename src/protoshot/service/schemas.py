@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 # a class label as the model stores it: the classes of one model are all of one kind
@@ -81,6 +83,9 @@ class ClassInfo(BaseModel):
 
     name: Label = Field(description="The class label.")
     shots: int = Field(description="Support examples averaged into its prototype.")
+    updated: datetime | None = Field(
+        description="When it last gained shots or a description (UTC; null if not recorded)."
+    )
 
 
 class ClassesResponse(BaseModel):
@@ -98,11 +103,9 @@ class UpdateResponse(BaseModel):
     classes: int = Field(description="Number of classes after the update.")
 
 
-class ClassDetail(BaseModel):
+class ClassDetail(ClassInfo):
     """One class of the served model."""
 
-    name: Label = Field(description="The class label.")
-    shots: int = Field(description="Its shots (0 for a class known by its description alone).")
     described: bool = Field(description="Whether its name or a description is embedded as a prior.")
     model: ModelInfo
 
