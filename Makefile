@@ -32,9 +32,9 @@ test-fast: $(STAMP)
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	     && { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
-	          || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; }; } \
-	|| echo "chromium could not be installed (needs root and apt-get): the console's browser test will skip"
+	     && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	          --no-install-recommends chromium chromium-driver; } >/tmp/protoshot-apt.log 2>&1; } \
+	|| echo "chromium could not be installed (needs root and apt-get; see /tmp/protoshot-apt.log): the console's browser test will skip"
 
 bench: $(STAMP)
 	$(PY) benchmarks/episodes.py

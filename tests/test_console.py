@@ -4,6 +4,7 @@ Selenium) against a real server on loopback: list, add a class, add a shot, pred
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class Page:
         return dict(rows)
 
     def add(self, name: str, examples: list[str]) -> str:
+        self.driver.execute_script("document.getElementById('status').textContent = ''")
         self.type("add-class", name)
         self.type("add-text", "\n".join(examples))
         self.find("add").click()
@@ -101,9 +103,13 @@ class Page:
         return str(self.driver.find_element("css selector", selector).text)
 
     def remove(self, name: str) -> None:
+        from selenium.webdriver.common.action_chains import ActionChains
+
         button = self.driver.find_element("css selector", f'tr[data-name="{name}"] button.remove')
-        button.click()  # arms it
+        ActionChains(self.driver).double_click(button).perform()  # one gesture only arms it
         assert button.text == "Confirm"
+        time.sleep(0.6)  # past the double-click: a deliberate second click confirms
+        assert name in self.rows()
         button.click()
         self.until(lambda: name not in self.rows())
 
@@ -190,6 +196,7 @@ def test_an_image_is_chosen_and_classified(browser: Any, cache_dir: Path, tmp_pa
     with serving(model_dir, cache_dir) as url:
         page = Page(browser, url)
         assert not page.find("predict-text").is_displayed() and page.find("drop").is_displayed()
+        assert not page.find("preview").is_displayed()
         browser.execute_script("document.getElementById('predict-file').style.display='block'")
         page.find("predict-file").send_keys(str(files[0]))  # submits on choice
         top = page.answer()
@@ -198,3 +205,11 @@ def test_an_image_is_chosen_and_classified(browser: Any, cache_dir: Path, tmp_pa
         ).json()["predictions"][0]
         assert top == [expected["label"], *(t["label"] for t in expected["top_k"])]
         assert page.find("preview").is_displayed()
+
+
+def test_the_console_cannot_be_framed_by_another_site(writable: Path, cache_dir: Path) -> None:
+    with serving(writable, cache_dir, read_only=True) as url:
+        for path in ("/", "/console/console.js"):
+            headers = httpx.get(url + path).headers
+            assert headers["x-frame-options"] == "DENY"
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]

@@ -19,6 +19,7 @@ X = np.random.default_rng(0).normal(size=(6, 4))
         (["a", "x" * (MAX_NAME_LENGTH + 1)], f"the limit is {MAX_NAME_LENGTH}"),
         (["a", "line\nbreak"], "control character"),
         (["a", "\ud800"], "control character"),  # a lone surrogate
+        (["a", ".."], "no URL path can hold it"),  # /v1/classes/.. is /v1
     ],
 )
 def test_bad_names_are_refused_everywhere_labels_enter(labels, message) -> None:

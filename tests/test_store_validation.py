@@ -104,6 +104,7 @@ def rewrite_arrays(folder: Path, change: Callable[[dict[str, np.ndarray]], None]
         (lambda a: a.__setitem__("center", np.zeros(3)), "the array 'center' has shape"),
         (lambda a: a.__setitem__("updated", -np.ones(3)), "'updated' holds negative values"),
         (lambda a: a.__setitem__("updated", np.zeros(4)), "the array 'updated' has shape"),
+        (lambda a: a.__setitem__("updated", np.full(3, 1e12)), "past the year 9999"),
     ],
 )
 def test_corrupt_arrays_with_a_recomputed_checksum_are_refused(

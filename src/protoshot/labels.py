@@ -20,12 +20,15 @@ def check_name(name: str) -> str:
     Raises
     ------
     ValueError
-        If it is empty or blank, holds a control character (NUL, newline, ...) or a lone
+        If it is empty or blank, ``.`` or ``..`` (no URL path can hold them: the HTTP API could
+        not reach the class), holds a control character (NUL, newline, ...) or a lone
         surrogate, or is longer than :data:`MAX_NAME_LENGTH`.
     """
     shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
     if not name.strip():
         raise ValueError(f"class name {shown} is empty")
+    if name in (".", ".."):
+        raise ValueError(f"class name {shown} cannot be used: no URL path can hold it")
     bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
     if bad is not None:
         raise ValueError(f"class name {shown} holds the control character {bad!r}")

@@ -485,6 +485,8 @@ def _check_arrays(
             raise ValueError(f"{where}: the array {name!r} holds NaN or infinite values")
         if name in ("counts", "updated") and (array < 0).any():
             raise ValueError(f"{where}: the array {name!r} holds negative values")
+        if name == "updated" and (array >= LAST_TIME).any():
+            raise ValueError(f"{where}: the array 'updated' holds times past the year 9999")
     codes = arrays.get("support_codes")
     if codes is not None and (
         len(codes) != len(arrays.get("support", ()))
@@ -494,6 +496,9 @@ def _check_arrays(
             f"{where}: the array 'support_codes' does not match 'support' and the {n} classes"
         )
 
+
+#: Unix seconds of 10000-01-01: a stored time must come before (datetime stops at 9999).
+LAST_TIME = 253_402_300_800
 
 #: Largest embedding value compared: squared distances of larger ones overflow float64.
 MAX_VALUE = 1e100

@@ -69,8 +69,13 @@ _REMOVE_ERRORS: Responses = {
 }
 #: Seconds a shed request is told to wait before trying again.
 RETRY_AFTER = 1
-#: The web console's files.
+#: The web console's files, and the headers they are sent with.
 CONSOLE_DIR = Path(__file__).parent / "console"
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class _State:
@@ -368,15 +373,23 @@ def _offline_docs(app: FastAPI) -> None:
 
 def _console(app: FastAPI) -> None:
     """The web console at ``/``: static files shipped in the package (no build step, no CDN)
-    that call the API from the browser, so they hold no data and need no key themselves."""
+    that call the API from the browser, so they hold no data and need no key themselves. They
+    may not be framed by another site (a framed page could be clicked into removing a class)
+    and load nothing from elsewhere."""
     from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
 
-    app.mount("/console", StaticFiles(directory=CONSOLE_DIR), "console")
+    class ConsoleFiles(StaticFiles):
+        def file_response(self, *args: Any, **kwargs: Any) -> Response:
+            response = super().file_response(*args, **kwargs)
+            response.headers.update(CONSOLE_HEADERS)
+            return response
+
+    app.mount("/console", ConsoleFiles(directory=CONSOLE_DIR), "console")
 
     @app.get("/", include_in_schema=False)
     def console() -> FileResponse:
-        return FileResponse(CONSOLE_DIR / "index.html")
+        return FileResponse(CONSOLE_DIR / "index.html", headers=CONSOLE_HEADERS)
 
 
 def _warm_up_item(modality: str) -> Any:

@@ -4,6 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { modality: "text", readOnly: false, classes: [], image: null };
+// Answers can arrive out of order: each kind of request is numbered and only the latest shown.
+const latest = { refresh: 0, predict: 0 };
 
 // ---------------------------------------------------------------------------- the API
 function headers(json) {
@@ -59,7 +61,9 @@ function element(tag, text, className) {
 
 // ---------------------------------------------------------------------------- the model
 async function refresh() {
+  const ticket = ++latest.refresh;
   const [health, listed] = await Promise.all([call("GET", "/healthz"), call("GET", "/v1/classes")]);
+  if (ticket !== latest.refresh) return;
   const model = listed.model;
   state.modality = model.modality;
   state.readOnly = health.read_only;
@@ -104,29 +108,40 @@ function classRow(cls) {
   if (!state.readOnly) {
     const remove = element("button", "Remove", "remove");
     remove.type = "button";
-    remove.addEventListener("click", () => removeClass(remove, cls.name));
+    remove.addEventListener("click", (event) => removeClass(remove, cls.name, event));
     cell.append(remove);
   }
   row.append(cell);
   return row;
 }
 
-// Removing takes two clicks: the first arms the button for a few seconds.
-function removeClass(button, name) {
-  if (!button.classList.contains("armed")) {
-    button.classList.add("armed");
-    button.textContent = "Confirm";
-    setTimeout(() => {
-      button.classList.remove("armed");
-      button.textContent = "Remove";
-    }, 4000);
+// Removing takes two clicks: the first arms the button for a few seconds; a double click
+// (or a second click within ARM_MS) does not confirm, so one gesture never removes a class.
+const ARM_MS = 400;
+
+function removeClass(button, name, event) {
+  const armedAt = Number(button.dataset.armedAt || 0);
+  if (!armedAt) {
+    arm(button);
     return;
   }
+  if (event.detail > 1 || Date.now() - armedAt < ARM_MS) return; // the arming gesture itself
   busy(button, async () => {
     const answer = await call("DELETE", classPath(name));
     say(`removed '${answer.name}': ${answer.classes} classes remain`);
     await refresh();
   });
+}
+
+function arm(button) {
+  button.dataset.armedAt = String(Date.now());
+  button.classList.add("armed");
+  button.textContent = "Confirm";
+  setTimeout(() => {
+    delete button.dataset.armedAt;
+    button.classList.remove("armed");
+    button.textContent = "Remove";
+  }, 4000);
 }
 
 // ---------------------------------------------------------------------------- predict
@@ -156,6 +171,7 @@ function showPrediction(prediction) {
 async function predict(event) {
   event.preventDefault();
   const topK = Number($("top-k").value) || 1;
+  const ticket = ++latest.predict;
   await busy($("predict"), async () => {
     let answer;
     if (state.modality === "image") {
@@ -169,6 +185,7 @@ async function predict(event) {
       if (!text) throw new Error("type a text first");
       answer = await call("POST", "/v1/predict", { texts: [text], top_k: topK });
     }
+    if (ticket !== latest.predict) return; // a newer question was asked meanwhile
     showPrediction(answer.predictions[0]);
     say("");
   });
@@ -221,7 +238,7 @@ function start() {
   key.value = sessionStorage.getItem("protoshot-api-key") || "";
   key.addEventListener("change", () => {
     sessionStorage.setItem("protoshot-api-key", key.value.trim());
-    refresh().then(() => say("")).catch((err) => say(err.message, true));
+    refresh().catch((err) => say(err.message, true));
   });
   $("predict-form").addEventListener("submit", predict);
   $("add-form").addEventListener("submit", addShots);
