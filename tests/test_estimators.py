@@ -269,3 +269,34 @@ def test_the_evaluators_nll_and_ece_are_the_estimators_logits_at_the_default_tem
     ).results[0]
     assert result.nll == pytest.approx(-np.log(proba[np.arange(24), truth]).mean(), rel=1e-6)
     assert result.ece == pytest.approx(expected_calibration_error(proba, truth), abs=1e-6)
+
+
+def test_a_saved_auto_model_is_restored_not_refitted(rng, tmp_path: Path) -> None:
+    from tests.test_store_validation import edit_config, rewrite_arrays
+
+    d = 8  # elongated classes: cross-validation picks the fitted head
+    stretch = np.diag([6.0] + [0.3] * (d - 1))
+    shifts = [np.array([0, 1.2 * m, m % 2] + [0] * (d - 3)) for m in range(4)]
+    x = np.concatenate([rng.normal(size=(10, d)) @ stretch + shift for shift in shifts])
+    y = np.repeat(np.arange(4), 10)
+    model = AutoClassifier(normalization="none").fit(x, y)
+    assert model.chosen_ == "linear"
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(
+        load_estimator(tmp_path / "m").predict_proba(x), model.predict_proba(x)
+    )
+    # the saved head is what answers: scaled on disk, the answers change
+    rewrite_arrays(tmp_path / "m", lambda a: a.__setitem__("chosen.coef", 3 * a["chosen.coef"]))
+    scaled = load_estimator(tmp_path / "m").predict_proba(x)
+    assert not np.allclose(scaled, model.predict_proba(x))
+    # a folder written before the head was kept is refitted, to the same model
+    rewrite_arrays(
+        tmp_path / "m", lambda a: [a.pop(k) for k in ("chosen.coef", "chosen.intercept")]
+    )
+    edit_config(tmp_path / "m", lambda c: c["state"].pop("chosen_state"))
+    np.testing.assert_allclose(
+        load_estimator(tmp_path / "m").predict_proba(x), model.predict_proba(x), atol=1e-12
+    )
+    edit_config(tmp_path / "m", lambda c: c["state"].__setitem__("chosen_state", {}))
+    with pytest.raises(ValueError, match="the saved head is missing"):
+        load_estimator(tmp_path / "m")

@@ -294,3 +294,26 @@ def test_blank_shots_and_broken_unicode_are_refused(minilm, cache_dir: Path) -> 
     with pytest.raises(ValueError, match="item 0 is not valid Unicode text"):
         model.predict(["\ud800 lone surrogate"])
     assert model.class_counts() == {"x": 1, "y": 1}
+
+
+def test_a_deferred_embedder_is_built_only_for_an_uncached_item(
+    banking, minilm, cache_dir: Path, tmp_path: Path
+) -> None:
+    texts, _ = banking
+    saved_with_metadata(banking, minilm, cache_dir, tmp_path, {})
+    seen = texts[-10:]
+    want = [p.to_dict() for p in FewShotModel.load(tmp_path / "m", cache=cache_dir).predict(seen)]
+    loaded = FewShotModel.load(tmp_path / "m", cache=cache_dir, deferred=True)
+    assert [p.to_dict() for p in loaded.predict(seen)] == want
+    assert not loaded.embedder.built  # answered from the cache alone: no model was loaded
+    loaded.predict([f"a sentence this cache has never held {tmp_path}"])
+    assert loaded.embedder.built and loaded.embedder.load().fingerprint == minilm.fingerprint
+    # a folder fitted with other weights: its cached answers stand, a new item is refused
+    saved_with_metadata(
+        banking, minilm, cache_dir, tmp_path / "o", {"embedder": {"fingerprint": "f" * 64}}
+    )
+    other = FewShotModel.load(tmp_path / "o" / "m", cache=cache_dir, deferred=True)
+    with pytest.raises(ValueError, match=r"fitted with f{12}\.\.\.: its prototypes would not"):
+        other.predict([f"another sentence never seen {tmp_path}"])
+    with pytest.raises(ValueError, match="would not match these vectors"):
+        FewShotModel.load(tmp_path / "o" / "m", cache=cache_dir)  # not deferred: at once

@@ -29,6 +29,7 @@ import numpy as np
 
 from protoshot.cache import CacheArg
 from protoshot.embedders import Embedder
+from protoshot.embedders._registry import MODALITIES
 from protoshot.estimators import AutoClassifier, FewShotEstimator, load_estimator
 from protoshot.labels import as_label_array, labels_like
 from protoshot.openset import ACCEPT, Rejection, from_held_out, from_shots, from_traffic
@@ -393,13 +394,19 @@ class FewShotModel:
         batch_size: int = 32,
         embedder: Embedder | None = None,
         allow_download: bool = False,
+        deferred: bool = False,
     ) -> FewShotModel:
         """Load a model directory and re-create its embedder (or check the one given).
 
         A folder may come from anyone: the embedder it names is built only from what is on this
         machine (bundled models, local folders) unless ``allow_download`` (or the embedder is
         given): a folder never makes protoshot fetch code or weights from a hub by itself.
+        With ``deferred`` the embedder is built only when an item is not in the cache (see
+        :class:`~protoshot.embedders._deferred.DeferredEmbedder`): a command whose items are
+        all cached starts without loading a model.
         """
+        from protoshot.embedders._deferred import DeferredEmbedder, check_fingerprint
+
         classifier = load_estimator(directory, device=device)
         info = classifier.metadata_.get("embedder")
         if not isinstance(info, dict) or "spec" not in info:
@@ -414,19 +421,22 @@ class FewShotModel:
         if embedder is None:
             from protoshot.embedders._registry import fetches_weights
 
-            if fetches_weights(info["spec"]) and not allow_download:
+            spec = info["spec"]
+            if fetches_weights(spec) and not allow_download:
                 raise ValueError(
-                    f"{directory} names the embedder {info['spec']!r}, which would be fetched "
-                    f"from a model hub: pass --model {info['spec']} (or --allow-download) if "
+                    f"{directory} names the embedder {spec!r}, which would be fetched "
+                    f"from a model hub: pass --model {spec} (or --allow-download) if "
                     "you trust this folder"
                 )
-            embedder = embedder_for(str(info["spec"]), device=device, cache=cache)
-        if embedder.fingerprint != info.get("fingerprint"):
-            raise ValueError(
-                f"the embedder {embedder.spec!r} has fingerprint {embedder.fingerprint[:12]}..., but "
-                f"{directory} was fitted with {str(info.get('fingerprint'))[:12]}...: its prototypes "
-                "would not match these vectors (other weights, preprocessing or version)"
-            )
+            if deferred and cache not in (None, False) and info.get("modality") in MODALITIES:
+                embedder = DeferredEmbedder(
+                    spec, str(info.get("fingerprint")), classifier.n_features_in_,
+                    info["modality"], lambda: embedder_for(spec, device=device, cache=cache),
+                    where=directory,
+                )  # fmt: skip
+            else:
+                embedder = embedder_for(spec, device=device, cache=cache)
+        check_fingerprint(embedder, info.get("fingerprint"), directory)
         rejection = _read_rejection(classifier.metadata_.get("rejection"), embedder.dim, directory)
         return cls(embedder, classifier, rejection=rejection, cache=cache, batch_size=batch_size)
 

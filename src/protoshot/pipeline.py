@@ -21,14 +21,19 @@ from protoshot.labels import readable_name
 TABLE_SUFFIXES = (".parquet", ".npz", ".npy")
 
 
+#: The embedders with an ONNX runtime (their exports go beside a given cache folder).
+ONNX_BACKENDS = ("efficientnet-lite0", "minilm", "st")
+
+
 def embedder_for(
     model: str | Embedder, *, device: str | None = None, cache: CacheArg = True
 ) -> Embedder:
-    """An embedder from a spec; with a cache folder, EfficientNet's ONNX export is kept beside it."""
+    """An embedder from a spec; with a cache folder, ONNX exports are kept beside it."""
     if not isinstance(model, str):
         return model
     options: dict[str, Any] = {"device": device} if device else {}
-    if model.partition("?")[0] == "efficientnet-lite0" and isinstance(cache, (str, os.PathLike)):
+    backend = model.partition("?")[0].partition(":")[0]
+    if backend in ONNX_BACKENDS and isinstance(cache, (str, os.PathLike)):
         options["onnx_dir"] = Path(cache) / "onnx"
     return create_embedder(model, **options)
 

@@ -520,7 +520,7 @@ def _load(
 
     return FewShotModel.load(
         model_dir, device=device, cache=cache_arg(no_cache, cache_dir), batch_size=batch_size,
-        allow_download=allow_download,
+        allow_download=allow_download, deferred=True,
     )  # fmt: skip
 
 

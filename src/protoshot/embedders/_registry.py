@@ -7,12 +7,13 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 
 Modality = Literal["text", "image", "any"]
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

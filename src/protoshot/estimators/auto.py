@@ -2,7 +2,8 @@
 
 Selection is the evaluator's ``auto`` (:func:`protoshot.methods.auto.choose`) on one episode:
 cross-validation on the user's own shots, or the closed-form choice with one shot per class.
-The shots are kept, so every update re-selects and refits exactly.
+The shots are kept, so every update re-selects and refits exactly; a saved model keeps the
+chosen estimator's fitted state too, so loading one refits nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from protoshot.estimators._base import FewShotEstimator
 from protoshot.estimators.linear import LinearClassifier
 from protoshot.estimators.prototypes import PrototypeClassifier
 from protoshot.methods.auto import Candidate, candidates, choose
+
+#: Prefix of the chosen estimator's own arrays in a saved model.
+CHOSEN = "chosen."
+Saved = tuple[dict[str, Any], dict[str, np.ndarray]]  # a saved estimator's state and arrays
 
 
 class AutoClassifier(FewShotEstimator):
@@ -67,7 +72,8 @@ class AutoClassifier(FewShotEstimator):
         self.selection_ = {"how": choice.how, "held_out_accuracy": accuracy}
         self._fit_chosen(options[int(choice.index[0])])
 
-    def _fit_chosen(self, option: Candidate) -> None:
+    def _fit_chosen(self, option: Candidate, saved: Saved | None = None) -> None:
+        """Make ``option`` the estimator: fitted on the shots, or restored from ``saved``."""
         common: dict[str, Any] = {
             "normalization": self.normalization, "center": self.center_, "device": self.device,
             "prior_weight": option.prior_weight,
@@ -77,7 +83,7 @@ class AutoClassifier(FewShotEstimator):
             if option.kind == "prototypes"
             else LinearClassifier(**common)
         )
-        estimator._adopt(self)
+        estimator._adopt(self, saved)
         self.estimator_, self.chosen_ = estimator, option.name
 
     def _scores(self, query: torch.Tensor) -> torch.Tensor:
@@ -87,11 +93,19 @@ class AutoClassifier(FewShotEstimator):
         return self.estimator_._temperature()
 
     def _state(self) -> dict[str, Any]:
-        return {"chosen": self.chosen_, "selection": self.selection_}
+        chosen_state = self.estimator_._state()
+        return {"chosen": self.chosen_, "selection": self.selection_, "chosen_state": chosen_state}
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {CHOSEN + name: a for name, a in self.estimator_._extra_arrays().items()}
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         by_name = {option.name: option for option in self._options()}
         if state.get("chosen") not in by_name:
             raise ValueError(f"unknown auto choice {state.get('chosen')!r} in config.json")
         self.selection_ = dict(state.get("selection") or {})
-        self._fit_chosen(by_name[state["chosen"]])
+        saved = None  # folders written before the chosen state was kept: refitted
+        if isinstance(state.get("chosen_state"), dict):
+            own = {k.removeprefix(CHOSEN): a for k, a in arrays.items() if k.startswith(CHOSEN)}
+            saved = (state["chosen_state"], own)
+        self._fit_chosen(by_name[state["chosen"]], saved)

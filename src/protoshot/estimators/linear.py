@@ -90,11 +90,22 @@ class LinearClassifier(FewShotEstimator):
         return {"converged": self.converged_, "n_iter": self.n_iter_}
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]
+        n, d = len(self.classes_), self.n_features_in_
+        coef, intercept = arrays.get("coef"), arrays.get("intercept")
+        if (
+            coef is None
+            or intercept is None
+            or coef.shape != (n, d)
+            or intercept.shape != (n,)
+            or not (np.isfinite(coef).all() and np.isfinite(intercept).all())
+        ):
+            raise ValueError(
+                f"the saved head is missing, not finite, or does not match the {n} classes of "
+                f"{d} features in config.json"
+            )
+        self.coef_, self.intercept_ = coef.astype(np.float64), intercept.astype(np.float64)
         self.converged_ = bool(state.get("converged", True))
         self.n_iter_ = int(state.get("n_iter", 1))
-        if self.coef_.shape != (len(self.classes_), self.n_features_in_):
-            raise ValueError("the saved head does not match the classes in config.json")
 
     def _scores(self, query: torch.Tensor) -> torch.Tensor:
         weight = torch.as_tensor(self.coef_, device=query.device, dtype=query.dtype)
