@@ -134,3 +134,20 @@ def test_read_arrays(tmp_path: Path) -> None:
     np.savez(tmp_path / "nolabels.npz", embeddings=vectors)
     with pytest.raises(ValueError, match=r"no labels column: expected one of \['labels'"):
         read_arrays(tmp_path / "nolabels.npz")
+
+
+def test_vectors_are_read_from_any_float_column(tmp_path: Path) -> None:
+    from protoshot.data.table import _floats
+
+    rows = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    for kind in (pa.float16(), pa.float32(), pa.float64()):
+        column = pa.array(rows.tolist(), pa.list_(kind, 3))
+        pq.write_table(
+            pa.table({"embedding": column, "label": list("aabb")}), tmp_path / "t.parquet"
+        )
+        got = EmbeddingTable.load(tmp_path / "t.parquet").vectors
+        np.testing.assert_allclose(got, rows, rtol=1e-3 if kind == pa.float16() else 1e-7)
+    flat = pa.array(rows.ravel())
+    np.testing.assert_array_equal(_floats(flat.slice(4, 5)), rows.ravel()[4:9].astype(np.float32))
+    with_null = pa.array([1.0, None, 3.0])
+    assert np.isnan(_floats(with_null)[1])
