@@ -16,12 +16,20 @@ Three parts, each printed as a table (and written with ``--json``):
     ``--transductive-seeds`` draws (the whole, unbalanced test split is their batch) and on
     Omniglot on the same episodes (balanced queries).
 
+``--adapters``: adapters trained on base classes (``protoshot adapt``'s defaults) beside the
+    frozen embeddings, on the same episodes. Omniglot: a linear adapter on EfficientNet-Lite0's
+    ``images_background`` embeddings, steps chosen on held-out background classes, reported on
+    ``images_evaluation`` (5- and 20-way, 1 and 5 shots, ``--episodes`` episodes, CL2N) and on
+    Lake et al.'s 20 original 20-way 1-shot runs. Text: a residual adapter on BANKING77's
+    ``train`` split, steps chosen on SNIPS, reported on HINT3's three bots (5-way episodes of
+    their in-scope training intents with at least 10 examples, 5 queries).
+
 ``--sklearn``: the named linear head against ``LogisticRegression(C=10)`` on L2-normalised
     embeddings with the name as one more example (the issue's reference), both fitted on the same
     BANKING77 supports (5 and 10 shots, ``--sklearn-seeds`` seeds): accuracy and seconds per fit,
     side by side in one run.
 
-    python benchmarks/accuracy.py [--select] [--sklearn] [--seeds 600] [--json out.json]
+    python benchmarks/accuracy.py [--select] [--sklearn] [--adapters] [--seeds 600] [--json F]
 
 Data from ``$PROTOSHOT_DATA_DIR`` (default ``../shared/data``); embeddings from the cache.
 """
@@ -185,10 +193,85 @@ def against_sklearn(seeds: int) -> dict[str, Any]:
     return {"sklearn": rows}
 
 
+def adapters(episodes: int) -> dict[str, Any]:
+    from protoshot.adapters import AdapterSettings, train_adapter
+    from protoshot.embedders import embed
+    from protoshot.embedders.adapter import AdaptedEmbedder
+    from protoshot.evaluation.protocols import omniglot_runs
+
+    out: dict[str, Any] = {}
+    runs: list[tuple[str, str, str, Any, Any, dict[str, Any]]] = []
+    base_images = table("omniglot", "background", "efficientnet-lite0")
+    images = table("omniglot", "evaluation", "efficientnet-lite0")
+    runs.append(("omniglot", "efficientnet-lite0", "linear", base_images, None, {"image": images}))
+    snips = table("snips", "train", "minilm")
+    hint3 = {bot: hint3_table(bot) for bot in ("curekart", "powerplay11", "sofmattress")}
+    runs.append(("text", "minilm", "residual", table("banking77", "train", "minilm"), snips, hint3))
+    for name, model, kind, base, validation, targets in runs:
+        embedder = embedder_for(model)
+        described = {"spec": embedder.spec, "fingerprint": embedder.fingerprint,
+                     "dim": embedder.dim, "modality": embedder.modality}  # fmt: skip
+        start = time.perf_counter()
+        adapter = train_adapter(
+            base.vectors, base.labels, described, settings=AdapterSettings(kind=kind, seed=0),
+            validation=None if validation is None else (validation.vectors, validation.labels),
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        console.print(
+            f"{name}: {kind} adapter in {seconds:.0f} s, validation "
+            f"{100 * adapter.frozen_accuracy:.2f} -> {100 * adapter.accuracy:.2f} at step "
+            f"{max(adapter.history[1:], key=lambda h: h['accuracy'])['step']}"
+        )
+        rows = []
+        for target, t in targets.items():
+            adapter.check_disjoint(t.labels, target)
+            ways = (5, 20) if name == "omniglot" else (5,)
+            for n_way in ways:
+                options = {"n_way": n_way, "shots": (1, 5), "n_episodes": episodes, "seed": 0,
+                           "n_query": 15 if name == "omniglot" else 5,
+                           "metrics": ["sqeuclidean"], "normalizations": ["cl2n"]}  # fmt: skip
+                grids = [
+                    evaluate_grid(v, t.labels, **options)
+                    for v in (t.vectors, adapter.transform(t.vectors))
+                ]
+                for frozen, adapted in zip(*grids, strict=True):
+                    d = adapted.per_episode - frozen.per_episode
+                    rows.append({
+                        "target": target, "n_way": n_way, "shots": frozen.config.get("n_shot"),
+                        "frozen": 100 * frozen.mean, "adapted": 100 * adapted.mean,
+                        "difference": 100 * float(d.mean()),
+                        "ci95": 196 * float(d.std(ddof=1)) / float(np.sqrt(len(d))),
+                    })  # fmt: skip
+                    console.print(rows[-1])
+        result: dict[str, Any] = {"seconds": seconds, "history": adapter.history, "rows": rows}
+        if name == "omniglot":
+            zip_path = os.path.join(ROOT, "omniglot", "one-shot-classification", "all_runs.zip")
+            adapted = AdaptedEmbedder(embedder, adapter, "adapter")
+            for label, e in (("frozen", embedder), ("adapted", adapted)):
+                err = omniglot_runs(zip_path, lambda p, e=e: embed(p, e), normalization="cl2n")
+                result[f"lake_runs_error_{label}"] = 100 * err.error_rate
+                console.print(f"Lake's 20 runs, {label}: {100 * err.error_rate:.2f}% error")
+        out[name] = result
+    return out
+
+
+def hint3_table(bot: str) -> Any:
+    """A HINT3 bot's in-scope training intents with at least 10 examples (5 shots and 5
+    queries), embedded by MiniLM."""
+    from protoshot.data import EmbeddingTable, load_source
+
+    samples = load_source(os.path.join(ROOT, "hint3", "dataset", "v2", "train", f"{bot}_train.csv"))
+    t = embed_samples(samples, embedder_for("minilm"), progress=False)[0]
+    names, counts = np.unique(t.labels, return_counts=True)
+    keep = np.isin(t.labels, names[counts >= 10]) & (t.labels != "NO_NODES_DETECTED")
+    return EmbeddingTable.from_arrays(t.vectors[keep], t.labels[keep], model=t.model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--select", action="store_true", help="run the SNIPS selection")
     parser.add_argument("--sklearn", action="store_true", help="compare with scikit-learn")
+    parser.add_argument("--adapters", action="store_true", help="adapters beside frozen")
     parser.add_argument("--seeds", type=int, default=600, help="BANKING77 all-class seeds")
     parser.add_argument("--select-seeds", type=int, default=200)
     parser.add_argument("--transductive-seeds", type=int, default=20)
@@ -201,6 +284,8 @@ def main() -> None:
         out["select"] = select(args.select_seeds)
     elif args.sklearn:
         out |= against_sklearn(args.sklearn_seeds)
+    elif args.adapters:
+        out["adapters"] = adapters(args.episodes)
     else:
         out |= report(args.seeds, args.episodes, args.transductive_seeds)
     if args.json:

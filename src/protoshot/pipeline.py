@@ -35,6 +35,8 @@ def embedder_for(
     backend = model.partition("?")[0].partition(":")[0]
     if backend in ONNX_BACKENDS and isinstance(cache, (str, os.PathLike)):
         options["onnx_dir"] = Path(cache) / "onnx"
+    if backend == "adapter":  # its base vectors go through the same cache
+        options["cache"] = cache
     return create_embedder(model, **options)
 
 
@@ -144,6 +146,8 @@ def load_embeddings(
         table = load_table(
             source, labels=labels, embedding_column=embedding_column, label_column=label_column
         )
+        if isinstance(model, str) and model.startswith("adapter:"):
+            return adapted_table(table, embedder_for(model, device=device, cache=cache)), None
         if isinstance(model, str) and table.model and table.model != model:
             raise ValueError(f"{source} was embedded with {table.model!r}, not {model!r}")
         return table, None
@@ -155,6 +159,19 @@ def load_embeddings(
     )  # fmt: skip
     embedder = embedder_for(model, device=device, cache=cache)
     return embed_samples(samples, embedder, cache=cache, batch_size=batch_size, progress=progress)
+
+
+def adapted_table(table: EmbeddingTable, embedder: Any) -> EmbeddingTable:
+    """A table of a base embedder's vectors through an adapter (``adapter:`` embedder)."""
+    if table.fingerprint and table.fingerprint != embedder.adapter.base["fingerprint"]:
+        raise ValueError(
+            f"the table was embedded with {table.model!r}, but the adapter expects vectors of "
+            f"{embedder.adapter.base['spec']!r}"
+        )
+    return EmbeddingTable.from_arrays(
+        embedder.adapter.transform(table.vectors), table.labels, ids=table.ids, classes=table.classes,
+        model=embedder.spec, fingerprint=embedder.fingerprint,
+    )  # fmt: skip
 
 
 def class_name_embeddings(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protoshot.cli import app, demo, embed, evaluate, inspect, model, score, serve, tools
+from protoshot.cli import adapt, app, demo, embed, evaluate, inspect, model, score, serve, tools
 
-for module in (demo, embed, evaluate, inspect, model, score, serve, tools):
+for module in (demo, embed, evaluate, inspect, adapt, model, score, serve, tools):
     module.register(app)

@@ -220,6 +220,8 @@ def _evaluate(
     def run(spec: str | None) -> tuple[Any, Any, Any]:
         """The grid of one embedder, and the tables it evaluated."""
         table, _ = load(source, spec)
+        if spec is not None and spec.startswith("adapter:"):
+            _check_unseen(spec, table, source)
         same_model = spec or table.model or None
         test_table = load(test, same_model)[0] if protocol == "all-class" and test else None
         center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
@@ -343,3 +345,10 @@ def _class_names(classes: str | None) -> list[str] | None:
         else classes.split(",")
     )
     return [n.strip() for n in names if n.strip()]
+
+
+def _check_unseen(spec: str, table: Any, source: str) -> None:
+    """Refuse to evaluate an adapter on classes it was trained on (a silent leak)."""
+    from protoshot.adapters import Adapter
+
+    Adapter.load(spec.removeprefix("adapter:")).check_disjoint(table.labels, source)

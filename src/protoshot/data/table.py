@@ -310,12 +310,12 @@ def _floats(values: Any) -> np.ndarray:
     directly: pyarrow's own conversion imports pandas, 0.3 s of every command's start-up."""
     import pyarrow as pa
 
-    dtype = {pa.float16(): np.float16, pa.float32(): np.float32, pa.float64(): np.float64}.get(
-        values.type
-    )
-    if dtype is None or values.null_count:
+    dtypes = {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}
+    name = dtypes.get(values.type)
+    if name is None or values.null_count:
         return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    dtype = np.dtype(name)
     view = np.frombuffer(
-        values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * dtype().itemsize
+        values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * dtype.itemsize
     )
     return view.astype(np.float32, copy=False)

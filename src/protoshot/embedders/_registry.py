@@ -72,7 +72,7 @@ class EmbedderInfo:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-_BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet")
+_BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet", "adapter")
 
 
 def register_embedder(

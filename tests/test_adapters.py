@@ -1,0 +1,221 @@
+"""Adapters: the prototypical loss against a naive loop, training that helps on classes it never
+saw, reproducible and honest (chosen on held-out classes, refused on seen ones), saved as
+safetensors + JSON, and used as an embedder end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protoshot.adapters import (
+    Adapter,
+    AdapterSettings,
+    prototypical_loss,
+    split_classes,
+    train_adapter,
+)
+from protoshot.episodes import EpisodeSampler
+from protoshot.evaluation import evaluate_episodes
+from tests.conftest import DATA_DIR
+
+BASE = {"spec": "toy", "fingerprint": "f" * 64, "dim": 32, "modality": "any"}
+FAST = AdapterSettings(dim=8, n_way=5, steps=300, eval_every=50, val_episodes=200)
+
+
+def naive_loss(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    losses = []
+    for s, q in zip(support, query, strict=True):  # episode by episode, class by class
+        protos = torch.stack([s[c].mean(0) for c in range(len(s))])
+        for c in range(len(q)):
+            for x in q[c]:
+                logits = -((x - protos) ** 2).sum(-1)
+                losses.append(-torch.log_softmax(logits, 0)[c])
+    return torch.stack(losses).mean()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    b=st.integers(1, 3), n=st.integers(2, 5), k=st.integers(1, 3), q=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+)  # fmt: skip
+def test_the_prototypical_loss_is_the_naive_one(b, n, k, q, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    support, query = torch.randn(b, n, k, 4, generator=g), torch.randn(b, n, q, 4, generator=g)
+    torch.testing.assert_close(prototypical_loss(support, query), naive_loss(support, query))
+
+
+def strokes(n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes that differ in 4 of 32 features, buried under 28 loud nuisance features: frozen
+    prototypes drown in the noise, a learnt map can drop it, for any new class too."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros((n_classes, 32))
+    means[:, :4] = rng.normal(scale=1.0, size=(n_classes, 4))
+    x = (
+        means[:, None]
+        + rng.normal(scale=0.25, size=(n_classes, 20, 32)) * np.r_[np.ones(4), 8 * np.ones(28)]
+    )
+    return x.reshape(-1, 32).astype(np.float32), np.repeat(np.arange(n_classes), 20)
+
+
+def accuracy(vectors: np.ndarray, labels: np.ndarray) -> float:
+    episodes = EpisodeSampler(labels, n_way=5, n_shot=1, n_query=10, n_episodes=300, seed=7)
+    return evaluate_episodes(vectors, episodes.sample(), normalizations=["cl2n"]).results[0].mean
+
+
+def test_an_adapter_helps_on_classes_it_never_saw() -> None:
+    x, y = strokes(60, seed=0)
+    adapter = train_adapter(x, y, BASE, settings=FAST)
+    assert adapter.accuracy > adapter.frozen_accuracy + 0.1  # on the held-out base classes
+    novel_x, novel_y = strokes(30, seed=1)  # new classes, drawn the same way
+    assert accuracy(adapter.transform(novel_x), novel_y) > accuracy(novel_x, novel_y) + 0.1
+    assert adapter.transform(novel_x).shape == (600, 8) and adapter.dim == 8
+    again = train_adapter(x, y, BASE, settings=FAST)
+    assert again.fingerprint == adapter.fingerprint  # seeded: the same weights
+    kept = max(adapter.history[1:], key=lambda h: h["accuracy"])
+    assert adapter.accuracy == kept["accuracy"] and adapter.history[0]["step"] == 0
+
+
+def test_held_out_classes_and_refusals() -> None:
+    labels = np.repeat(np.arange(50), 3)
+    train, held = split_classes(labels, 0.2, seed=0)
+    assert len(held) == 10 and not set(train) & set(held) and len(train) + len(held) == 50
+    with pytest.raises(ValueError, match="too few to hold 5 out"):
+        split_classes(np.repeat(np.arange(8), 3), 0.2, seed=0)
+    with pytest.raises(ValueError, match="adapter kind"):
+        AdapterSettings(kind="forest")
+    x, y = strokes(20, seed=0)
+    adapter = train_adapter(
+        x,
+        y,
+        BASE,
+        settings=AdapterSettings(kind="residual", steps=20, eval_every=10, val_episodes=20),
+    )
+    with pytest.raises(ValueError, match="shares 20 classes with the adapter's base set"):
+        adapter.check_disjoint(y, "the evaluation set")
+    adapter.check_disjoint(np.arange(100, 110), "new classes")  # disjoint: fine
+    with pytest.raises(ValueError, match="takes vectors of 32 features"):
+        adapter.transform(np.zeros((2, 31)))
+
+
+@pytest.mark.parametrize("kind", ["linear", "residual", "mlp"])
+def test_saved_as_safetensors_and_json_and_checked_on_load(kind, tmp_path: Path) -> None:
+    x, y = strokes(20, seed=0)
+    trained = train_adapter(
+        x,
+        y,
+        BASE,
+        settings=AdapterSettings(kind=kind, dim=8, steps=20, eval_every=10, val_episodes=20),
+    )
+    folder = trained.save(tmp_path / "a")
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter.json", "adapter.safetensors"]
+    loaded = Adapter.load(folder)
+    assert loaded.fingerprint == trained.fingerprint and loaded.settings == trained.settings
+    np.testing.assert_array_equal(loaded.transform(x), trained.transform(x))
+    with pytest.raises(FileExistsError, match="already holds an adapter"):
+        trained.save(folder)
+    config = json.loads((folder / "adapter.json").read_text())
+    (folder / "adapter.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"not the file adapter\.json was written with"):
+        Adapter.load(folder)
+    (folder / "adapter.json").write_text(json.dumps({**config, "format_version": 9}))
+    with pytest.raises(ValueError, match="is not an adapter of format 1"):
+        Adapter.load(folder)
+    with pytest.raises(ValueError, match="is not a readable adapter folder"):
+        Adapter.load(tmp_path / "nowhere")
+
+
+@pytest.fixture(scope="module")
+def intents(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two CSVs of BANKING77 texts with disjoint intents (30 and 10 of them)."""
+    from protoshot.data import load_source
+
+    samples = load_source("banking77:train", root=DATA_DIR)
+    classes = np.unique(samples.labels)
+    folder = tmp_path_factory.mktemp("intents")
+    for name, chosen in (("base", classes[:30]), ("novel", classes[30:40])):
+        rows = [(t, c) for t, c in zip(samples.items, samples.labels, strict=True) if c in chosen]
+        picked = [r for c in chosen for r in [r for r in rows if r[1] == c][:12]]
+        lines = ["text,label"] + [f'"{t.replace(chr(34), chr(39))}",{c}' for t, c in picked]
+        (folder / f"{name}.csv").write_text("\n".join(lines))
+    return folder / "base.csv", folder / "novel.csv"
+
+
+def protoshot(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "protoshot", *map(str, args)], capture_output=True, text=True,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_adapt_then_evaluate_fit_and_predict_with_it(
+    intents: tuple[Path, Path], cache_dir: Path, tmp_path: Path
+) -> None:
+    base, novel = intents
+    adapter = tmp_path / "adapter"
+    done = protoshot("adapt", base, "--model", "minilm", "-o", adapter, "--steps", "60",
+                     "--ways", "5", "--cache-dir", cache_dir, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["validation"] == "held-out base classes" and summary["train_classes"] == 24
+    spec = f"adapter:{adapter}"
+    scored = protoshot("evaluate", novel, "--model", spec, "--ways", "5", "--shots", "1",
+                       "--queries", "5", "--episodes", "50", "--cache-dir", cache_dir, "--json")  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    leak = protoshot("evaluate", base, "--model", spec, "--cache-dir", cache_dir)
+    assert leak.returncode == 1 and "shares 30 classes with the adapter's base set" in leak.stderr
+    fitted = protoshot(
+        "fit", novel, "--model", spec, "-o", tmp_path / "m", "--cache-dir", cache_dir
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["metadata"]["embedder"]["spec"] == f"adapter:{adapter.resolve()}"
+    assert config["metadata"]["embedder"]["fingerprint"] == summary["fingerprint"]
+    answer = protoshot("predict", tmp_path / "m", "--text", "my card has not arrived yet",
+                       "--cache-dir", cache_dir, "--json")  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    again = protoshot("adapt", base, "--model", "minilm", "-o", adapter, "--cache-dir", cache_dir)
+    assert again.returncode == 1 and "already holds an adapter" in again.stderr
+
+
+@pytest.mark.slow
+def test_the_adapter_embedder_is_its_base_then_its_head(cache_dir: Path, tmp_path: Path) -> None:
+    from protoshot.embedders import create_embedder, embed
+
+    minilm = create_embedder("minilm")
+    x, y = strokes(20, seed=0)
+    described = {
+        "spec": "minilm",
+        "fingerprint": minilm.fingerprint,
+        "dim": 384,
+        "modality": "text",
+    }
+    head = train_adapter(
+        np.tile(x, (1, 12)),
+        y,
+        described,
+        settings=AdapterSettings(dim=16, steps=10, eval_every=5, val_episodes=20),
+    )
+    head.save(tmp_path / "a")
+    adapted = create_embedder(f"adapter:{tmp_path / 'a'}", cache=cache_dir)
+    texts = ["where is my card", "I want a refund"]
+    assert adapted.fingerprint == head.fingerprint and adapted.dim == 16
+    want = head.transform(embed(texts, minilm, cache=cache_dir))
+    np.testing.assert_allclose(embed(texts, adapted, cache=cache_dir), want, atol=1e-6)
+    other = {**described, "fingerprint": "0" * 64}
+    train_adapter(
+        np.tile(x, (1, 12)),
+        y,
+        other,
+        settings=AdapterSettings(dim=16, steps=10, eval_every=5, val_episodes=20),
+    ).save(tmp_path / "b")
+    with pytest.raises(ValueError, match="other weights or preprocessing"):
+        create_embedder(f"adapter:{tmp_path / 'b'}")
