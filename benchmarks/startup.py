@@ -64,8 +64,9 @@ class Version:
             self.args("serve", model, "--port", port, "--quiet"), env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        deadline = time.perf_counter() + 300
         try:
-            while True:
+            while time.perf_counter() < deadline:
                 try:
                     answer = httpx.post(
                         f"http://127.0.0.1:{port}/v1/predict", json={"texts": ["hi"]}, timeout=30
@@ -77,6 +78,7 @@ class Version:
                 if server.poll() is not None:
                     raise RuntimeError(f"{self.name}: the server stopped")
                 time.sleep(0.02)
+            raise RuntimeError(f"{self.name}: no answer within 300 s")
         finally:
             server.terminate()
             server.wait()

@@ -101,6 +101,8 @@ def test_held_out_classes_and_refusals() -> None:
     with pytest.raises(ValueError, match="shares 20 classes with the adapter's base set"):
         adapter.check_disjoint(y, "the evaluation set")
     adapter.check_disjoint(np.arange(100, 110), "new classes")  # disjoint: fine
+    with pytest.raises(ValueError, match="validation set shares 20 classes with the base set"):
+        train_adapter(x, y, BASE, settings=FAST, validation=(x, y))
     with pytest.raises(ValueError, match="takes vectors of 32 features"):
         adapter.transform(np.zeros((2, 31)))
 
@@ -124,6 +126,15 @@ def test_saved_as_safetensors_and_json_and_checked_on_load(kind, tmp_path: Path)
     config = json.loads((folder / "adapter.json").read_text())
     (folder / "adapter.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match=r"not the file adapter\.json was written with"):
+        Adapter.load(folder)
+    (folder / "adapter.json").write_text(json.dumps({**config, "classes": config["classes"][1:]}))
+    trained.save(folder, overwrite=True)
+    config = json.loads((folder / "adapter.json").read_text())
+    (folder / "adapter.json").write_text(json.dumps({**config, "classes": config["classes"][1:]}))
+    with pytest.raises(ValueError, match="do not give the recorded fingerprint"):
+        Adapter.load(folder)  # a class dropped from the list: the leak check would weaken
+    (folder / "adapter.json").write_text(json.dumps({**config, "base": {}}))
+    with pytest.raises(ValueError, match="holds a damaged adapter"):
         Adapter.load(folder)
     (folder / "adapter.json").write_text(json.dumps({**config, "format_version": 9}))
     with pytest.raises(ValueError, match="is not an adapter of format 1"):
@@ -171,6 +182,12 @@ def test_adapt_then_evaluate_fit_and_predict_with_it(
                        "--queries", "5", "--episodes", "50", "--cache-dir", cache_dir, "--json")  # fmt: skip
     assert scored.returncode == 0, scored.stderr
     leak = protoshot("evaluate", base, "--model", spec, "--cache-dir", cache_dir)
+    assert leak.returncode == 1 and "shares 30 classes with the adapter's base set" in leak.stderr
+    made = protoshot(
+        "embed", base, "--model", spec, "-o", tmp_path / "t.parquet", "--cache-dir", cache_dir
+    )
+    assert made.returncode == 0, made.stderr
+    leak = protoshot("evaluate", tmp_path / "t.parquet", "--cache-dir", cache_dir)  # no --model
     assert leak.returncode == 1 and "shares 30 classes with the adapter's base set" in leak.stderr
     fitted = protoshot(
         "fit", novel, "--model", spec, "-o", tmp_path / "m", "--cache-dir", cache_dir

@@ -82,7 +82,17 @@ def test_an_export_that_fails_or_disagrees_is_refused_and_leaves_nothing(tmp_pat
     module = _ThroughNumpy()
     with pytest.raises(_onnx.ExportError, match="it cannot run a sample"):
         _onnx.session(tmp_path / "b.onnx", _export(module), _check(module))
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.onnx.failed.json",
+        "b.onnx.failed.json",
+    ]
+
+    def never(_: Path) -> None:
+        raise AssertionError("exported again")
+
+    # remembered: the next process does not pay for the export again (until versions change)
+    with pytest.raises(_onnx.ExportError, match=r"cannot run a sample .*found before; delete"):
+        _onnx.session(tmp_path / "b.onnx", never, _check(module))
 
 
 def test_the_difference_is_on_the_vectors_scale() -> None:
@@ -145,3 +155,26 @@ def test_a_model_onnx_runtime_cannot_take_runs_in_pytorch_with_one_warning(
     assert embedder.runtime == "torch"
     want = create_embedder("minilm?runtime=torch").embed(texts[:5])
     np.testing.assert_array_equal(embedder.embed(texts[:5]), want)
+
+
+@pytest.mark.slow
+def test_a_checked_export_runs_without_loading_the_model(texts: list[str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    full = create_embedder("minilm", runtime="onnx", onnx_dir=tmp_path)  # exports and checks
+    assert type(full).__name__ == "SentenceTransformerEmbedder"
+    light = create_embedder("minilm", onnx_dir=tmp_path)
+    assert type(light).__name__ == "CheckedExportEmbedder"
+    assert (light.spec, light.fingerprint, light.dim) == (full.spec, full.fingerprint, full.dim)
+    ragged = [*texts, "  spaces around  ", "UPPER CASE TEXT", ""]
+    np.testing.assert_array_equal(light.embed(ragged), full.embed(ragged))  # same tokens, same file
+    script = (
+        "import sys; from protoshot.embedders import create_embedder; "
+        f"e = create_embedder('minilm', onnx_dir={str(tmp_path)!r}); e.embed(['hello']); "
+        "print(type(e).__name__, 'sentence_transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["CheckedExportEmbedder", "False"]
+    (tmp_path / next(p.name for p in tmp_path.glob("st-*.onnx"))).write_bytes(b"changed")
+    assert type(create_embedder("minilm", onnx_dir=tmp_path)).__name__ != "CheckedExportEmbedder"

@@ -112,6 +112,7 @@ class Adapter:
     def fingerprint(self) -> str:
         """SHA-256 over the base embedder's fingerprint, the kind and every weight."""
         h = hashlib.sha256(f"{self.base['fingerprint']}\0{self.settings.kind}\0".encode())
+        h.update(json.dumps(sorted(map(str, self.classes))).encode())  # what it may not be used on
         for name, tensor in sorted(self._arrays().items()):
             h.update(f"{name}\0{tensor.dtype}\0{tensor.shape}\0".encode())
             h.update(np.ascontiguousarray(tensor).tobytes())
@@ -200,8 +201,14 @@ class Adapter:
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ValueError(f"{folder} holds a damaged adapter ({err})") from None
-        if adapter.fingerprint != config.get("fingerprint"):
-            raise ValueError(f"{folder}: the weights do not give the recorded fingerprint")
+        try:
+            fingerprint = adapter.fingerprint
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{folder} holds a damaged adapter ({err!r})") from None
+        if not isinstance(config["classes"], list) or fingerprint != config.get("fingerprint"):
+            raise ValueError(
+                f"{folder}: the weights and classes do not give the recorded fingerprint"
+            )
         return adapter
 
 
@@ -291,6 +298,14 @@ def train_adapter(
     else:
         x_train, y_train = x, labels
         x_val, y_val = np.asarray(validation[0], np.float32), as_label_array(validation[1])
+        shared = set(map(str, np.unique(labels).tolist())) & set(
+            map(str, np.unique(y_val).tolist())
+        )
+        if shared:
+            raise ValueError(
+                f"the validation set shares {len(shared)} classes with the base set (e.g. "
+                f"{', '.join(sorted(shared)[:3])}): validation must be on other classes"
+            )
     torch.manual_seed(settings.seed)
     center = x_train.mean(0).astype(np.float32)
     inputs = _normalized(torch.from_numpy(x_train), torch.from_numpy(center))

