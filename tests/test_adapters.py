@@ -199,6 +199,31 @@ def test_adapt_then_evaluate_fit_and_predict_with_it(
     answer = protoshot("predict", tmp_path / "m", "--text", "my card has not arrived yet",
                        "--cache-dir", cache_dir, "--json")  # fmt: skip
     assert answer.returncode == 0, answer.stderr
+    # --adapter DIR is --model adapter:DIR; a table of the base model's vectors goes through it
+    plain = protoshot(
+        "embed", novel, "--model", "minilm", "-o", tmp_path / "n.parquet", "--cache-dir", cache_dir
+    )
+    assert plain.returncode == 0, plain.stderr
+    refit = protoshot(
+        "fit",
+        tmp_path / "n.parquet",
+        "--adapter",
+        adapter,
+        "-o",
+        tmp_path / "m2",
+        "--cache-dir",
+        cache_dir,
+    )
+    assert refit.returncode == 0, refit.stderr
+    second = json.loads((tmp_path / "m2" / "config.json").read_text())["metadata"]["embedder"]
+    assert second["fingerprint"] == summary["fingerprint"]
+    flagged = protoshot("evaluate", novel, "--adapter", adapter, "--ways", "5", "--queries", "5",
+                        "--episodes", "20", "--cache-dir", cache_dir)  # fmt: skip
+    assert flagged.returncode == 0, flagged.stderr
+    wrong = protoshot(
+        "fit", novel, "--adapter", adapter, "--model", "efficientnet-lite0", "-o", tmp_path / "x"
+    )
+    assert wrong.returncode == 1 and "was trained over 'minilm', not --model" in wrong.stderr
     again = protoshot("adapt", base, "--model", "minilm", "-o", adapter, "--cache-dir", cache_dir)
     assert again.returncode == 1 and "already holds an adapter" in again.stderr
 

@@ -91,6 +91,11 @@ def test_metrics_and_readiness(folder: Path, cache_dir: Path) -> None:
         assert 'protoshot_request_seconds_count{route="/v1/predict"} 3.0' in text
         assert "protoshot_embedding_batch_items_count" in text
         assert "protoshot_classes 3.0" in text and "protoshot_queue_items 0.0" in text
+        assert 'protoshot_model_info{embedder="minilm"' in text and 'method="auto: ' in text
+        updated = max(c["updated"] for c in httpx.get(url + "/v1/classes").json()["classes"])
+        name = "protoshot_model_last_update_timestamp_seconds "
+        stamp = float(next(line for line in text.splitlines() if line.startswith(name)).split()[1])
+        assert abs(stamp - utc(updated).timestamp()) < 1e-3
 
 
 def test_the_access_log_and_quiet(folder: Path, cache_dir: Path) -> None:

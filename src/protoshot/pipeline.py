@@ -242,6 +242,9 @@ def embedded_table(
     table = load_table(
         path, labels=labels, embedding_column=embedding_column, label_column=label_column
     )
+    adapter = getattr(embedder, "adapter", None)
+    if adapter is not None and table.fingerprint == adapter.base["fingerprint"]:
+        table = adapted_table(table, embedder)  # the base model's vectors, through the adapter
     if table.fingerprint and table.fingerprint != embedder.fingerprint:
         raise ValueError(
             f"{path} was embedded by {table.model or 'another model'} ({table.fingerprint[:12]}), "

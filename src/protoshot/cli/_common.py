@@ -72,6 +72,13 @@ RequiredModelOption = Annotated[
         "--model", "-m", help="Embedder spec (minilm, efficientnet-lite0, st:..., hf:...)."
     ),
 ]
+AdapterOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="An adapter folder from `protoshot adapt`: --model's vectors, then the adapter "
+        "(the same as --model adapter:FOLDER; --model may be left out)."
+    ),
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(
@@ -110,6 +117,26 @@ def user_errors() -> Iterator[None]:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         err.print(f"[red]error:[/] {plain(message)}")
         raise typer.Exit(EXIT_ERROR) from None
+
+
+def with_adapter(model: str | None, adapter: Path | None) -> str | None:
+    """The embedder spec for ``--model`` and ``--adapter``: ``adapter:FOLDER`` over its base.
+
+    Raises
+    ------
+    ValueError
+        If ``--model`` is not the model the adapter was trained over.
+    """
+    if adapter is None:
+        return model
+    from protoshot.embedders._registry import adapter_base_spec
+
+    base = adapter_base_spec(str(adapter))
+    if not base:
+        raise ValueError(f"{adapter} is not a readable adapter folder (no adapter.json)")
+    if model and model != base:
+        raise ValueError(f"{adapter} was trained over {base!r}, not --model {model!r}")
+    return f"adapter:{Path(adapter).expanduser().resolve()}"
 
 
 def cache_arg(no_cache: bool, cache_dir: Path | None) -> Path | bool | None:

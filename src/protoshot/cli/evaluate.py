@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from protoshot.cli._common import (
+    AdapterOption,
     CacheDirOption,
     DelimiterOption,
     DeviceOption,
@@ -25,6 +26,7 @@ from protoshot.cli._common import (
     split_list,
     stderr,
     user_errors,
+    with_adapter,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ def evaluate_command(
         ),
     ],
     model: ModelOption = None,
+    adapter: AdapterOption = None,
     protocol: Annotated[
         str,
         typer.Option(
@@ -146,7 +149,7 @@ def evaluate_command(
     """
     with user_errors():
         report, grid, geometry = _evaluate(
-            source, model=model, protocol=protocol, test=test, ways=ways, shots=shots,
+            source, model=with_adapter(model, adapter), protocol=protocol, test=test, ways=ways, shots=shots,
             queries=queries, episodes=episodes, seed=seed, metrics=metrics,
             normalizations=normalizations, methods=methods, class_descriptions=class_descriptions,
             classes=classes, split=split,

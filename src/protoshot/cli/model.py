@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from protoshot.cli._common import (
+    AdapterOption,
     AllowDownloadOption,
     BatchSizeOption,
     CacheDirOption,
@@ -28,6 +29,7 @@ from protoshot.cli._common import (
     plain,
     stderr,
     user_errors,
+    with_adapter,
 )
 from protoshot.store import folder_lock, is_model_folder
 
@@ -68,6 +70,7 @@ def fit_command(
             "--config report's.",
         ),
     ] = None,
+    adapter: AdapterOption = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -144,6 +147,7 @@ def fit_command(
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
+        model = with_adapter(model, adapter)
         report = _read_report(config) if config is not None else None
         if report is not None and not model:
             model = str(report.get("model") or "")

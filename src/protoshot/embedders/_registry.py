@@ -122,11 +122,11 @@ def fetches_weights(spec: str) -> bool:
     head, rest, _ = parse_spec(spec)
     entry = _REGISTRY.get(head)
     if head == "adapter":  # a local folder, over a base model that may be fetched
-        return fetches_weights(_adapter_base(rest))
+        return fetches_weights(adapter_base_spec(rest))
     return entry is not None and entry.prefix and not Path(rest).expanduser().exists()
 
 
-def _adapter_base(folder: str) -> str:
+def adapter_base_spec(folder: str) -> str:
     """The base embedder's spec an adapter folder names ("" when it cannot be read)."""
     import json
 

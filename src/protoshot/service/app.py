@@ -88,6 +88,7 @@ class _State:
         self.model_dir = model_dir
         self.read_only = read_only
         self.lock = threading.Lock()
+        self.on_update: Callable[[FewShotModel], None] = lambda model: None
 
     def update(self, change: Callable[[FewShotModel], object]) -> FewShotModel:
         """Apply ``change`` to a copy of the model, save the copy atomically, then swap it in.
@@ -107,6 +108,7 @@ class _State:
                     500, f"the update could not be saved ({reason}), so the model is unchanged"
                 ) from err
             self.model = new
+            self.on_update(new)
             return new
 
 
@@ -174,7 +176,12 @@ def create_app(
     lock = None if read_only else FolderLock(model_dir, "protoshot serve")
     # the embedder never changes (updates swap the classifier), so one batcher serves all models
     waiting = 4 * max_batch if max_waiting is None else max_waiting
-    metrics = Metrics(queue_depth=lambda: batcher.waiting, classes=lambda: len(state.model.classes))
+    metrics = Metrics(
+        queue_depth=lambda: batcher.waiting, classes=lambda: len(state.model.classes),
+        last_update=lambda: float(state.model.classifier.updated_.max()),
+    )  # fmt: skip
+    metrics.describe(model)
+    state.on_update = metrics.describe
 
     def embed_pass(items: list[Any]) -> np.ndarray:
         metrics.batch.observe(len(items))

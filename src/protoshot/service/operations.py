@@ -4,7 +4,8 @@
   probes) need one, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; a missing or
   wrong key answers 401 in JSON. Keys are compared in constant time.
 - :class:`Metrics`: requests by route and status, their latency, embedding batch sizes, the
-  queue, shed requests and the model's class count, in Prometheus' text format at ``/metrics``.
+  queue, shed requests, the model (embedder, method, version), its class count and last update,
+  in Prometheus' text format at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,8 +90,14 @@ def _presented_key(headers: dict[bytes, bytes]) -> bytes:
 class Metrics:
     """The service's Prometheus metrics, in a registry of its own (one per app)."""
 
-    def __init__(self, *, queue_depth: Callable[[], float], classes: Callable[[], float]) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    def __init__(
+        self,
+        *,
+        queue_depth: Callable[[], float],
+        classes: Callable[[], float],
+        last_update: Callable[[], float],
+    ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -114,6 +122,23 @@ class Metrics:
         Gauge(
             "protoshot_classes", "Classes of the served model", registry=self.registry
         ).set_function(classes)
+        Gauge(
+            "protoshot_model_last_update_timestamp_seconds",
+            "When a class of the served model last changed (Unix time; 0 if not recorded)",
+            registry=self.registry,
+        ).set_function(last_update)
+        self.model = Info(
+            "protoshot_model", "The served model: embedder, method, version", registry=self.registry
+        )
+
+    def describe(self, model: Any) -> None:
+        """Label ``protoshot_model_info`` with the served model (again after each update)."""
+        from protoshot import __version__
+
+        self.model.info({
+            "embedder": model.embedder.spec, "fingerprint": model.embedder.fingerprint[:12],
+            "method": model.method, "protoshot_version": __version__,
+        })  # fmt: skip
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
