@@ -93,8 +93,7 @@ def serve_command(
     no_cache: NoCacheOption = False,
     allow_download: AllowDownloadOption = False,
 ) -> None:
-    """Serve MODEL_DIR over HTTP: predict, add examples, remove classes (a web console at /,
-    API docs at /docs).
+    """Serve MODEL_DIR over HTTP: predictions, updates, a web console (/) and API docs (/docs).
 
     Updates are written back to MODEL_DIR atomically before they are acknowledged.
     """
