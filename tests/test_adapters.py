@@ -217,6 +217,13 @@ def test_adapt_then_evaluate_fit_and_predict_with_it(
     assert refit.returncode == 0, refit.stderr
     second = json.loads((tmp_path / "m2" / "config.json").read_text())["metadata"]["embedder"]
     assert second["fingerprint"] == summary["fingerprint"]
+    adapted = protoshot(
+        "embed", novel, "--model", spec, "-o", tmp_path / "a.parquet", "--cache-dir", cache_dir
+    )
+    assert adapted.returncode == 0, adapted.stderr
+    again_table = protoshot("evaluate", tmp_path / "a.parquet", "--model", spec, "--ways", "5",
+                            "--queries", "5", "--episodes", "20", "--cache-dir", cache_dir)  # fmt: skip
+    assert again_table.returncode == 0, again_table.stderr  # a table the adapter made, named
     flagged = protoshot("evaluate", novel, "--adapter", adapter, "--ways", "5", "--queries", "5",
                         "--episodes", "20", "--cache-dir", cache_dir)  # fmt: skip
     assert flagged.returncode == 0, flagged.stderr

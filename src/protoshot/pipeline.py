@@ -162,7 +162,10 @@ def load_embeddings(
 
 
 def adapted_table(table: EmbeddingTable, embedder: Any) -> EmbeddingTable:
-    """A table of a base embedder's vectors through an adapter (``adapter:`` embedder)."""
+    """``table`` as an adapter's vectors (``adapter:`` embedder): made by it already, or the
+    base embedder's vectors put through it."""
+    if table.fingerprint == embedder.fingerprint:
+        return table
     if table.fingerprint and table.fingerprint != embedder.adapter.base["fingerprint"]:
         raise ValueError(
             f"the table was embedded with {table.model!r}, but the adapter expects vectors of "

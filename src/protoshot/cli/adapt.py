@@ -108,7 +108,7 @@ def _run(
     cache: Any, force: bool, as_json: bool,
 ) -> dict[str, Any]:  # fmt: skip
     from protoshot._progress import progress_bar
-    from protoshot.adapters import AdapterSettings, train_adapter
+    from protoshot.adapters import AdapterSettings, split_classes, train_adapter
     from protoshot.pipeline import load_embeddings
 
     if (output / "adapter.json").exists() and not force:
@@ -149,7 +149,9 @@ def _run(
         "output": str(output),
         "base": described["spec"],
         "kind": kind,
-        "train_classes": len(table.classes) - (0 if validation else _held(table, val_fraction)),
+        "train_classes": len(table.classes)
+        if validation
+        else len(split_classes(table.labels, val_fraction, seed)[0]),
         "validation": "another data set" if validation else "held-out base classes",
         "frozen_accuracy": adapter.frozen_accuracy,
         "accuracy": adapter.accuracy,
@@ -158,7 +160,3 @@ def _run(
         "seconds": time.perf_counter() - start,
         "fingerprint": adapter.fingerprint,
     }
-
-
-def _held(table: Any, fraction: float) -> int:
-    return max(5, round(fraction * len(table.classes)))

@@ -29,9 +29,8 @@ from protoshot.store import atomic_path
 #: the vectors' scale (see :func:`largest_difference`): absolute for unit vectors.
 TOLERANCE = 1e-5
 
-#: How int8 models are quantised: weights to int8 per output channel, activations dynamically.
-#: (Per channel keeps MiniLM's vectors at cosine 0.993 of float32's on BANKING77 texts, against
-#: 0.969 per tensor.)
+#: How int8 models are quantised: weights to int8 per output channel (closer to float32 than
+#: one scale per tensor), activations dynamically. ``benchmarks/embed.py`` measures the cost.
 INT8 = "int8-dynamic-per-channel"
 
 Check = Callable[[Any], float]  # a session -> its largest difference from eager PyTorch

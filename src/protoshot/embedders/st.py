@@ -119,14 +119,16 @@ class SentenceTransformerEmbedder(BatchedEmbedder):
 
     def _features(self, texts: list[str]) -> dict[str, np.ndarray]:
         """The tokenizer's output for ``texts``, as the exported model's int64 inputs."""
-        tokenize = getattr(self._model, "preprocess", None) or self._model.tokenize
-        features = tokenize(texts)
+        features = self._tokenize(texts)
         return {name: features[name].numpy() for name in self._input_names}
+
+    def _tokenize(self, texts: list[str]) -> Any:
+        # sentence-transformers 6 renamed tokenize to preprocess
+        return (getattr(self._model, "preprocess", None) or self._model.tokenize)(texts)
 
     def _onnx_session(self, folder: str | os.PathLike[str] | None, key: str, *, int8: bool) -> Any:
         """The exported pipeline, or ``None`` (with one warning) where it cannot be exported."""
-        tokenize = getattr(self._model, "preprocess", None) or self._model.tokenize
-        self._input_names = [n for n in _INPUTS if n in tokenize(_SAMPLE[:1])]
+        self._input_names = [n for n in _INPUTS if n in self._tokenize(_SAMPLE[:1])]
         base = _onnx.onnx_dir(folder) / f"st-{key}.onnx"
         facts = {"inputs": self._input_names, "dim": self.dim}
         try:

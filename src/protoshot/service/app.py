@@ -82,13 +82,17 @@ class _State:
     """The current model, swapped whole on each update; ``lock`` serialises the updates."""
 
     def __init__(
-        self, model: FewShotModel, model_dir: str | os.PathLike[str], read_only: bool
+        self,
+        model: FewShotModel,
+        model_dir: str | os.PathLike[str],
+        read_only: bool,
+        on_update: Callable[[FewShotModel], None],
     ) -> None:
         self.model = model
         self.model_dir = model_dir
         self.read_only = read_only
+        self.on_update = on_update  # told of each model swapped in (the metrics' labels)
         self.lock = threading.Lock()
-        self.on_update: Callable[[FewShotModel], None] = lambda model: None
 
     def update(self, change: Callable[[FewShotModel], object]) -> FewShotModel:
         """Apply ``change`` to a copy of the model, save the copy atomically, then swap it in.
@@ -172,16 +176,15 @@ def create_app(
     api_keys = check_keys(api_keys)  # refused now, not at the first request
     read_only = read_only or not os.access(model_dir, os.W_OK)
     model = FewShotModel.load(model_dir, device=device, cache=cache, allow_download=allow_download)
-    state = _State(model, model_dir, read_only)
-    lock = None if read_only else FolderLock(model_dir, "protoshot serve")
-    # the embedder never changes (updates swap the classifier), so one batcher serves all models
-    waiting = 4 * max_batch if max_waiting is None else max_waiting
     metrics = Metrics(
         queue_depth=lambda: batcher.waiting, classes=lambda: len(state.model.classes),
         last_update=lambda: float(state.model.classifier.updated_.max()),
     )  # fmt: skip
     metrics.describe(model)
-    state.on_update = metrics.describe
+    state = _State(model, model_dir, read_only, on_update=metrics.describe)
+    lock = None if read_only else FolderLock(model_dir, "protoshot serve")
+    # the embedder never changes (updates swap the classifier), so one batcher serves all models
+    waiting = 4 * max_batch if max_waiting is None else max_waiting
 
     def embed_pass(items: list[Any]) -> np.ndarray:
         metrics.batch.observe(len(items))
