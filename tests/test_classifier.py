@@ -136,7 +136,8 @@ def test_save_load_round_trip_is_identical(labels, blobs, tmp_path: Path) -> Non
     assert loaded.get_params() == {**model.get_params(), "center": None}
     assert loaded.metadata_ == model.metadata_
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files[0] == "config.json" and files[1].endswith(".safetensors") and len(files) == 2
+    assert files[0] == "config.json" and len(files) == 3
+    assert files[1].startswith("journal-") and files[2].endswith(".safetensors")
 
 
 def test_classifier_bad_input(blobs) -> None:
@@ -164,7 +165,7 @@ def test_classifier_bad_input(blobs) -> None:
         PrototypeClassifier(normalization="cl2n", center=np.ones(3)).fit(x, y)
 
 
-def test_saved_files_are_json_and_safetensors_only(blobs, tmp_path: Path) -> None:
+def test_saved_files_are_json_safetensors_and_a_journal(blobs, tmp_path: Path) -> None:
     from safetensors import safe_open
 
     x, y = blobs
@@ -172,4 +173,6 @@ def test_saved_files_are_json_and_safetensors_only(blobs, tmp_path: Path) -> Non
     config = json.loads((tmp_path / "config.json").read_text())
     with safe_open(tmp_path / config["arrays_file"], framework="numpy") as f:
         assert sorted(f.keys()) == ["counts", "sums", "support", "support_codes", "updated"]
-    assert len(list(tmp_path.iterdir())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["config.json", config["arrays_file"], config["journal_file"]]
+    )

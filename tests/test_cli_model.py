@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import protoshot.cli._commands  # noqa: F401  (registers the commands)
 from protoshot.cli import app
+from protoshot.estimators import load_estimator
 from tests.conftest import DATA_DIR
 
 pytestmark = pytest.mark.slow
@@ -130,10 +131,7 @@ def test_add_remove_and_calibrate(text_model: Path, banking_csv, cache_dir: Path
     assert (
         calib["false_accept_rate"] <= 0.1 and calib["n_unknown"] == 60 and calib["n_known"] == 120
     )
-    assert (
-        json.loads((text_model / "config.json").read_text())["metadata"]["rejection"]["threshold"]
-        == calib["threshold"]
-    )
+    assert load_estimator(text_model).metadata_["rejection"]["threshold"] == calib["threshold"]
     code, out, _ = run("predict", str(text_model), str(heldout), "--format", "jsonl", *cache)
     assert any(json.loads(line)["rejected"] for line in out.splitlines())
 
@@ -434,7 +432,7 @@ def test_calibration_survives_add(text_model: Path, banking_csv, cache_dir: Path
     assert code == 0, err
     answer = json.loads(out)
     assert answer["label"] == "refund_request" and not answer["rejected"]
-    saved = json.loads((text_model / "config.json").read_text())["metadata"]["rejection"]
+    saved = load_estimator(text_model).metadata_["rejection"]
     assert saved["threshold"] == calib["threshold"]  # add kept the scale and the threshold
     # a poem is unlike every banking intent
     code, out, _ = run(

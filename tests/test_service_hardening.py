@@ -92,9 +92,10 @@ def test_unexpected_errors_are_json_500s_that_change_nothing(
         monkeypatch.undo()
 
         def disk_full(*args: Any, **kwargs: Any) -> None:
-            raise OSError(28, "No space left on device", str(folder / "config.json"))
+            raise OSError(28, "No space left on device", str(folder / "journal.log"))
 
-        monkeypatch.setattr("protoshot.store.write_atomically", disk_full)
+        # the journal's append runs out of space (os.pwrite is used by nothing else here)
+        monkeypatch.setattr("protoshot.store.journal.os.pwrite", disk_full)
         detail = refused(httpx.post(f"{url}/v1/classes/new/examples", json={"texts": ["hi"]}), 500)
         assert (
             detail

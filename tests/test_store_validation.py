@@ -90,6 +90,7 @@ def rewrite_arrays(folder: Path, change: Callable[[dict[str, np.ndarray]], None]
     data = save(arrays)
     (folder / config["arrays_file"]).write_bytes(data)
     edit_config(folder, setting("arrays_sha256", hashlib.sha256(data).hexdigest()))
+    edit_config(folder, setting("journal_file", None))  # its journal names the old arrays
 
 
 @pytest.mark.parametrize(

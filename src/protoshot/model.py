@@ -27,14 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from protoshot import store
 from protoshot.cache import CacheArg
 from protoshot.embedders import Embedder
 from protoshot.embedders._registry import MODALITIES
 from protoshot.estimators import AutoClassifier, FewShotEstimator, load_estimator
+from protoshot.index import IndexedClasses, PrototypeIndex
 from protoshot.labels import as_label_array, labels_like
 from protoshot.openset import ACCEPT, Rejection, from_held_out, from_shots, from_traffic
 from protoshot.pipeline import class_name_embeddings, embedder_for
 from protoshot.scoring import ScoreReport
+from protoshot.store import Change
 
 UNKNOWN = None
 
@@ -93,12 +96,28 @@ class FewShotModel:
         rejection: Rejection | None = None,
         cache: CacheArg = True,
         batch_size: int = 32,
+        index: IndexedClasses | None = None,
     ) -> None:
         self.embedder = embedder
         self.classifier = classifier if classifier is not None else AutoClassifier()
         self.rejection = rejection
         self.cache = cache
         self.batch_size = batch_size
+        self.index = index
+
+    def use_index(
+        self, kind: str = "auto", *, n_candidates: int = 32, nprobe: int | None = None
+    ) -> FewShotModel:
+        """Answer :meth:`predict` through a prototype index (:mod:`protoshot.index`, faiss):
+        ``n_candidates`` classes per query are retrieved and scored exactly, and probabilities
+        are over those. For 10^5 classes and more; kept in step with every update."""
+        index = IndexedClasses(PrototypeIndex(kind, nprobe=nprobe), n_candidates)
+        self.index = index.build(self.classifier)
+        return self
+
+    def _reindex(self, labels: Sequence[Any]) -> None:
+        if self.index is not None:
+            self.index.refresh(self.classifier, labels)
 
     # ------------------------------------------------------------------ embeddings
     def embed(self, items: Sequence[Any]) -> np.ndarray:
@@ -161,6 +180,7 @@ class FewShotModel:
         new = [c for c in np.unique(y).tolist() if c not in known]
         names = self._name_embeddings(new, {}, warn=False) if self.classes else None
         self.classifier.partial_fit(vectors, y, class_embeddings=names)
+        self._reindex(np.unique(y).tolist())
         return self
 
     def add_descriptions(self, descriptions: Mapping[Any, str]) -> FewShotModel:
@@ -172,6 +192,7 @@ class FewShotModel:
         if not names:
             raise ValueError("no description gave text to embed (empty, or digits only)")
         self.classifier.add_class_embeddings(names)
+        self._reindex(list(names))
         return self
 
     def _name_embeddings(
@@ -195,17 +216,24 @@ class FewShotModel:
 
     def remove_classes(self, labels: Sequence[Any]) -> FewShotModel:
         """Forget classes; raises ValueError for an unknown class or when none would remain."""
-        self.classifier.remove_classes(self.as_class_values(labels))
+        labels = self.as_class_values(labels)
+        self.classifier.remove_classes(labels)
+        self._reindex(labels)
         return self
 
     def copy(self) -> FewShotModel:
-        """An independent copy (the embedder, which never changes, is shared)."""
+        """An independent copy (the embedder, which never changes, is shared).
+
+        Cheap: the estimator's arrays are shared, since every update replaces the arrays it
+        changes rather than writing into them.
+        """
         return FewShotModel(
             self.embedder,
-            copy.deepcopy(self.classifier),
+            copy.copy(self.classifier),
             rejection=self.rejection,
             cache=self.cache,
             batch_size=self.batch_size,
+            index=self.index,  # shared: kept in step by whichever copy is updated
         )
 
     @property
@@ -242,8 +270,13 @@ class FewShotModel:
         """Predictions for already embedded items (the rejection rule applied)."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        proba = self.classifier.predict_proba(vectors)
-        return _predictions(proba, self.classifier.classes_, top_k, self._rejected(vectors))
+        if self.index is None:
+            positions, proba = _every_class(self.classifier.predict_proba(vectors))
+        else:
+            positions, proba = self.index.candidates(self.classifier, vectors)
+        return _predictions(
+            positions, proba, self.classifier.classes_, top_k, self._rejected(vectors)
+        )
 
     def _rejected(self, vectors: np.ndarray) -> np.ndarray | None:
         """Which inputs the rejection rule answers "unknown" (``None`` without a rule)."""
@@ -314,7 +347,9 @@ class FewShotModel:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         sums, counts = self.classifier.class_sums()
         proba = refine(sums, counts, self.classifier.normalized(vectors), method)
-        return _predictions(proba, self.classifier.classes_, top_k, self._rejected(vectors))
+        return _predictions(
+            *_every_class(proba), self.classifier.classes_, top_k, self._rejected(vectors)
+        )
 
     # ------------------------------------------------------------------ open set
     def calibrate_on_shots(self, *, accept: float = ACCEPT) -> Calibration:
@@ -371,9 +406,35 @@ class FewShotModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the model directory atomically (see :mod:`protoshot.store`)."""
-        self.classifier.metadata_ = {
-            **getattr(self.classifier, "metadata_", {}),
+        """Write the whole model folder atomically (see :mod:`protoshot.store`)."""
+        self.classifier.metadata_ = {**getattr(self.classifier, "metadata_", {}), **self._about()}
+        return self.classifier.save(directory, overwrite=overwrite)
+
+    def commit(self, directory: str | os.PathLike[str], *, compact: bool = True) -> Path:
+        """Make the updates since the model was loaded from (or saved to) ``directory`` durable
+        there, as one journal entry of their own size (see
+        :meth:`~protoshot.estimators.FewShotEstimator.commit`); a new threshold is one too.
+
+        With ``compact``, a journal that has outgrown its snapshot is then folded into a new
+        one (:meth:`save`); the service does that in the background instead.
+        """
+        kept = self.classifier.metadata_
+        changed = {key: value for key, value in self._about().items() if kept.get(key) != value}
+        if changed:
+            self.classifier.update([Change("metadata", metadata=changed)])
+        path = self.classifier.commit(directory)
+        if compact and self.needs_compaction(path):
+            self.save(path, overwrite=True)
+        return path
+
+    def needs_compaction(self, directory: str | os.PathLike[str]) -> bool:
+        """Whether the folder's journal has outgrown its snapshot: then :meth:`save` it whole."""
+        position = getattr(self.classifier, "_position", None)
+        return position is not None and store.needs_compaction(directory, position)
+
+    def _about(self) -> dict[str, Any]:
+        """What a model folder's metadata says of the embedder and the rejection rule."""
+        return {
             "embedder": {
                 "spec": self.embedder.spec,
                 "fingerprint": self.embedder.fingerprint,
@@ -382,7 +443,6 @@ class FewShotModel:
             },
             "rejection": None if self.rejection is None else self.rejection.to_dict(),
         }
-        return self.classifier.save(directory, overwrite=overwrite)
 
     @classmethod
     def load(
@@ -461,7 +521,7 @@ def remove_saved_classes(directory: str | os.PathLike[str], labels: Sequence[Any
     """
     classifier = load_estimator(directory)
     classifier.remove_classes(labels_like(labels, classifier.classes_))
-    classifier.save(directory, overwrite=True)
+    classifier.commit(directory)
     return list(classifier.classes_.tolist())
 
 
@@ -487,23 +547,33 @@ def _labels(labels: Any, n: int) -> np.ndarray:
     return y
 
 
+def _every_class(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [n, n_classes] as (positions, probabilities) of every class."""
+    return np.broadcast_to(np.arange(proba.shape[1]), proba.shape), proba
+
+
 def _predictions(
-    proba: np.ndarray, classes: np.ndarray, top_k: int, rejected: np.ndarray | None
+    positions: np.ndarray,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    top_k: int,
+    rejected: np.ndarray | None,
 ) -> list[Prediction]:
-    """Answers from probabilities ``[n, n_classes]``: the top ``top_k``, "unknown" where
-    ``rejected``."""
-    k = min(top_k, proba.shape[1])
+    """Answers from the probabilities [n, k] of the classes at ``positions`` [n, k] (all classes,
+    or an index's candidates; ``-1``: none): the top ``top_k``, "unknown" where ``rejected``."""
+    k = min(top_k, int((positions >= 0).sum(axis=1).min()))
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-    best = proba[np.arange(len(proba)), order[:, 0]]
+    rows = np.arange(len(proba))[:, None]
+    best, p = positions[rows, order], proba[rows, order]
     rejected = np.zeros(len(proba), bool) if rejected is None else rejected
     return [
         Prediction(
             UNKNOWN if rej else classes[idx[0]].item(),
-            float(p),
-            [(classes[i].item(), float(proba[row, i])) for i in idx],
+            float(pr[0]),
+            [(classes[i].item(), float(q)) for i, q in zip(idx, pr, strict=True)],
             bool(rej),
         )
-        for row, (idx, p, rej) in enumerate(zip(order, best, rejected, strict=True))
+        for idx, pr, rej in zip(best, p, rejected, strict=True)
     ]
 
 

@@ -338,7 +338,8 @@ def add_command(
     no_cache: NoCacheOption = False,
     allow_download: AllowDownloadOption = False,
 ) -> None:
-    """Add examples (or a description) of LABEL to a model: an exact update, saved atomically."""
+    """Add examples (or a description) of LABEL to a model: an exact update, saved durably as
+    one journal entry of its own size."""
     with user_errors(), folder_lock(model_dir, "protoshot add"):
         few = _load(model_dir, device, cache_dir, no_cache, batch_size, allow_download)
         from protoshot.data import read_inputs
@@ -354,7 +355,7 @@ def add_command(
             few.add_examples(items, [label] * len(items))
         if description is not None:
             few.add_descriptions({label: description})
-        few.save(model_dir, overwrite=True)
+        few.commit(model_dir)
     counts = {str(k): v for k, v in few.class_counts().items()}
     described = ", described" if description is not None else ""
     stderr().print(
@@ -496,7 +497,7 @@ def calibrate_command(
                 table.vectors, table.labels, false_accept_rate=far
             )
         if not dry_run:
-            few.save(model_dir, overwrite=True)
+            few.commit(model_dir)
     if as_json:
         typer.echo(json.dumps({**asdict(calibration), "saved": not dry_run}))
         return

@@ -88,6 +88,14 @@ def serve_command(
             help="Predictions only: updates answer 403 (automatic when MODEL_DIR is not writable).",
         ),
     ] = False,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="Answer through a prototype index for very many classes (needs protoshot[faiss]): "
+            "flat (exact), ivf (approximate, fast), or auto (ivf from 20,000 classes). "
+            "Probabilities are then over the retrieved candidates. Prototypes models only.",
+        ),
+    ] = None,
     device: DeviceOption = None,
     cache_dir: CacheDirOption = None,
     no_cache: NoCacheOption = False,
@@ -95,7 +103,7 @@ def serve_command(
 ) -> None:
     """Serve MODEL_DIR over HTTP: predictions, updates, a web console (/) and API docs (/docs).
 
-    Updates are written back to MODEL_DIR atomically before they are acknowledged.
+    Each update is appended to MODEL_DIR's journal and flushed to disk before it is acknowledged.
     """
     with user_errors():
         import os
@@ -125,6 +133,7 @@ def serve_command(
             api_keys=keys,
             protect_all=protect_all,
             cors_origins=cors_origin or (),
+            index=index,
         )
     if app.state.read_only:
         why = "--read-only" if read_only else f"{plain(model_dir)} is not writable"

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,9 +31,20 @@ from protoshot.labels import canonical_labels, check_label_kinds, encode_labels
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 from protoshot.maths.prototypes import class_sums_tensors
 from protoshot.methods.support import SupportSet, held_out_temperature, rows_support
+from protoshot.store import Change
 
 #: ``class_embeddings`` arguments: each class label -> the embedding of its name or description.
 ClassEmbeddings = Mapping[Any, Any]
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """A snapshot written beside a journal, not yet in use: its config, its arrays file, and
+    where the journal stood when its model was taken."""
+
+    config: dict[str, Any]
+    arrays_file: str
+    since: store.Position
 
 
 class FewShotEstimator(ClassifierMixin, BaseEstimator):
@@ -83,10 +95,19 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             self.classes_, codes = encode_labels(y)
             self._start()
             self._absorb(X, codes)
-            self._add_names(class_embeddings)
+            names = self._name_change(class_embeddings, time.time())
+            if names is not None:
+                self._apply_run([names])
             self.updated_[:] = time.time()
             self._refit()
+        self._detach()
         return self
+
+    def _detach(self) -> None:
+        """Forget the folder this model was read from: it is new, and saved whole."""
+        self._folder: Path | None = None
+        self._position: store.Position | None = None
+        self._unsaved: list[Change] = []
 
     def _start(self) -> None:
         """Empty state for ``classes_`` (no shots, no names yet)."""
@@ -130,46 +151,106 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         self._check_params()
         check_label_kinds(y)
         y = canonical_labels(y)
-        with self._all_or_nothing():
-            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
-            _check_scale(X)
-            _check_targets(y)
-            codes = self._grow(np.asarray(y))
-            self._absorb(X, codes)
-            self._touch(codes)
-            self._touch(self._add_names(class_embeddings))
-            self._refit()
-        return self
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=False)
+        _check_scale(X)
+        _check_targets(y)
+        now = time.time()
+        shots = Change("add", tuple(np.asarray(y).tolist()), X, time=now)
+        names = self._name_change(class_embeddings, now)
+        return self.update([shots] if names is None else [shots, names])
 
     def add_class_embeddings(self, class_embeddings: ClassEmbeddings) -> Any:
         """Set the name embeddings of classes, creating classes that have none yet (zero-shot)."""
         check_is_fitted(self)
-        with self._all_or_nothing():
-            self._touch(self._add_names(class_embeddings))
-            self._refit()
-        return self
+        names = self._name_change(class_embeddings, time.time())
+        return self if names is None else self.update([names])
 
     def remove_classes(self, labels: Sequence[Any]) -> Any:
         """Forget the given classes (exact: their statistics and shots are dropped)."""
         check_is_fitted(self)
-        labels_arr = np.asarray(canonical_labels(labels))
-        unknown = labels_arr[~np.isin(labels_arr, self.classes_)]
+        return self.update([Change("remove", tuple(canonical_labels(labels)))])
+
+    def update(self, changes: Sequence[Change]) -> Any:
+        """Apply ``changes`` (:class:`~protoshot.store.Change`) and refit once: all or nothing.
+
+        They are kept until :meth:`commit` (or :meth:`save`) makes them durable. The update
+        methods (``partial_fit``, ``add_class_embeddings``, ``remove_classes``) come here.
+        """
+        check_is_fitted(self)
+        self._apply(changes)
+        self._unsaved = [*self._unsaved, *changes]
+        return self
+
+    def _apply(self, changes: Sequence[Change]) -> None:
+        """Apply changes in order, consecutive shot additions as one, then refit once."""
+        with self._all_or_nothing():
+            for run in _runs(changes):
+                self._apply_run(run)
+            if any(change.op != "metadata" for change in changes):
+                self._refit()
+
+    def _apply_run(self, run: list[Change]) -> None:
+        """One change, or several ``add`` changes taken in together."""
+        op = run[0].op
+        if op == "metadata":
+            self.metadata_ = {**self.metadata_, **dict(run[0].metadata or {})}
+            return
+        labels = np.asarray(canonical_labels([label for c in run for label in c.labels]))
+        if op == "remove":
+            self._drop(labels)
+            return
+        vectors = np.concatenate([_2d(c.vectors, self.n_features_in_) for c in run])
+        codes = self._grow(labels)
+        if op == "add":
+            self._absorb(vectors, codes)
+        else:
+            self.names_, self.named_ = self.names_.copy(), self.named_.copy()
+            self.names_[codes], self.named_[codes] = vectors, True
+        times = np.concatenate([np.full(len(c.labels), c.time) for c in run])
+        self.updated_ = self.updated_.copy()
+        np.maximum.at(self.updated_, codes, times)
+
+    def _drop(self, labels: np.ndarray) -> None:
+        unknown = labels[~np.isin(labels, self.classes_)]
         if unknown.size:
             raise ValueError(
                 f"unknown classes {unknown.tolist()}; known: {self.classes_.tolist()[:20]}"
             )
-        keep = ~np.isin(self.classes_, labels_arr)
+        keep = ~np.isin(self.classes_, labels)
         if not keep.any():
             raise ValueError("cannot remove every class; at least one must remain")
-        with self._all_or_nothing():
-            for name in (*self._per_class, *self._kept_per_class):
-                setattr(self, name, getattr(self, name)[keep])
-            rows = keep[self.support_codes_]
-            self.support_ = self.support_[rows]
-            self.support_codes_ = (np.cumsum(keep) - 1)[self.support_codes_[rows]]
-            self.classes_ = self.classes_[keep]
-            self._refit()
-        return self
+        for name in (*self._per_class, *self._kept_per_class):
+            setattr(self, name, getattr(self, name)[keep])
+        rows = keep[self.support_codes_]
+        self.support_ = self.support_[rows]
+        self.support_codes_ = (np.cumsum(keep) - 1)[self.support_codes_[rows]]
+        self.classes_ = self.classes_[keep]
+
+    def commit(self, directory: str | os.PathLike[str]) -> Path:
+        """Make the updates since this model was read from (or saved to) ``directory`` durable
+        there: one journal entry, flushed to disk, whose size is the updates' own.
+
+        A folder written by an older protoshot (no journal) is saved whole instead.
+
+        Raises
+        ------
+        ValueError
+            If the model was not read from or saved to ``directory`` (use :meth:`save`), or the
+            folder was saved again by someone else since.
+        """
+        check_is_fitted(self)
+        path = Path(directory)
+        if self._folder is None or not path.exists() or not path.samefile(self._folder):
+            raise ValueError(
+                f"this model was not read from or saved to {path}: save it there with "
+                "save(..., overwrite=True)"
+            )
+        if self._position is None:
+            return self.save(path, overwrite=True)
+        if self._unsaved:
+            self._position = store.append_changes(path, self._position, self._unsaved)
+            self._unsaved = []
+        return path
 
     @property
     def shot_counts_(self) -> np.ndarray:
@@ -235,8 +316,33 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         """Write the model to ``directory``: arrays in safetensors, everything else in JSON.
 
         The write is atomic and durable (see :mod:`protoshot.store`): a reader, or a crash, sees
-        the old model or the new one, never a mix.
+        the old model or the new one, never a mix. Later updates can be :meth:`commit`-ted to it.
         """
+        position = store.write_model(directory, *self.snapshot(), overwrite=overwrite)
+        self._folder, self._position, self._unsaved = Path(directory), position, []
+        return Path(directory)
+
+    def write_snapshot(self, directory: str | os.PathLike[str]) -> Compaction:
+        """Write this model's arrays into ``directory``, where :meth:`commit` writes: the slow
+        half of folding the journal into a new snapshot, which needs no lock (nothing reads the
+        file yet). :meth:`install_snapshot` finishes it."""
+        if self._position is None:
+            raise ValueError("only a model read from or saved to a folder can be compacted")
+        config, arrays = self.snapshot()
+        return Compaction(config, store.write_arrays(directory, arrays), self._position)
+
+    def install_snapshot(self, directory: str | os.PathLike[str], compaction: Compaction) -> None:
+        """Make ``compaction`` the folder's snapshot; this model is the current one, with every
+        update since the snapshot's model committed (they move to the new journal). Call it
+        holding the writer that commits, so no update comes between."""
+        if self._unsaved or self._position is None:
+            raise ValueError("commit the model's updates before installing a snapshot")
+        self._position = store.install_snapshot(
+            directory, compaction.config, compaction.arrays_file, since=compaction.since
+        )
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The model as a folder holds it: the config (JSON) and the arrays (safetensors)."""
         check_is_fitted(self)
         arrays = {name.rstrip("_"): getattr(self, name) for name in self._per_class}
         if self.named_.any():
@@ -255,9 +361,7 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
             "state": self._state(),
             "metadata": self.metadata_,
         }
-        return store.write_model(
-            directory, config, arrays | self._extra_arrays(), overwrite=overwrite
-        )
+        return config, arrays | self._extra_arrays()
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, device: str | None = None) -> Any:
@@ -303,6 +407,15 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
                 "neither shots nor a name"
             )
         model._restore(config.get("state") or {}, arrays)
+        model._detach()
+        model._folder, model._position = stored.arrays_path.parent, stored.position
+        if stored.changes:
+            try:
+                model._apply(stored.changes)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{stored.arrays_path.parent}: the journal's updates do not apply: {err}"
+                ) from None
         return model
 
     # ----------------------------------------------------------------------------- hooks
@@ -371,6 +484,8 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
                 f"new labels are of type {new_classes.dtype}, but the classifier's are "
                 f"{self.classes_.dtype}"
             )
+        if np.isin(new_classes, self.classes_).all():  # O(change): nothing to make room for
+            return np.searchsorted(self.classes_, labels)
         merged = np.union1d(self.classes_, new_classes)
         old = np.searchsorted(merged, self.classes_)
         for name in (*self._per_class, *self._kept_per_class):
@@ -382,32 +497,25 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         self.classes_ = merged
         return np.searchsorted(merged, labels)
 
-    def _touch(self, codes: np.ndarray) -> None:
-        """Record that the classes at positions ``codes`` changed now."""
-        self.updated_[codes] = time.time()
-
-    def _add_names(self, class_embeddings: ClassEmbeddings | None) -> np.ndarray:
-        """Set the name embeddings of classes (growing new ones); returns their positions."""
-        none = np.zeros(0, dtype=np.int64)
+    def _name_change(self, class_embeddings: ClassEmbeddings | None, now: float) -> Change | None:
+        """The change that sets these name embeddings (``None`` for none), checked."""
         if class_embeddings is None:
-            return none
+            return None
         if not isinstance(class_embeddings, Mapping):
             raise TypeError(
                 "class_embeddings must map each class label to its name's embedding, got "
                 f"{type(class_embeddings).__name__}"
             )
         if not class_embeddings:
-            return none
-        labels = np.asarray(canonical_labels(list(class_embeddings)))
+            return None
+        labels = canonical_labels(list(class_embeddings))
         vectors = np.asarray([np.asarray(v, dtype=np.float64) for v in class_embeddings.values()])
         if vectors.shape != (len(labels), self.n_features_in_) or not np.isfinite(vectors).all():
             raise ValueError(
                 f"class embeddings must be finite vectors of {self.n_features_in_} features, "
                 f"got shape {vectors.shape}"
             )
-        codes = self._grow(labels)
-        self.names_[codes], self.named_[codes] = vectors, True
-        return codes
+        return Change("name", tuple(np.asarray(labels).tolist()), vectors, time=now)
 
     def _named_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Raw name embeddings ``[C, D]`` and which classes have one, or ``None`` without names."""
@@ -540,3 +648,24 @@ def _label_kind(labels: np.ndarray) -> str:
     if labels.dtype.kind == "b":
         return "bool"
     return "number" if labels.dtype.kind in "iufc" else "text"
+
+
+def _runs(changes: Sequence[Change]) -> Iterator[list[Change]]:
+    """Changes grouped for applying: consecutive shot additions together, others alone (a
+    replayed journal then costs one pass over the model per run, not per update)."""
+    run: list[Change] = []
+    for change in changes:
+        if run and not (change.op == "add" and run[-1].op == "add"):
+            yield run
+            run = []
+        run.append(change)
+    if run:
+        yield run
+
+
+def _2d(vectors: np.ndarray | None, n_features: int) -> np.ndarray:
+    """A change's vectors, checked against the model's dimension."""
+    if vectors is None or vectors.ndim != 2 or vectors.shape[1] != n_features:
+        shape = None if vectors is None else vectors.shape
+        raise ValueError(f"a change's vectors must have {n_features} features, got {shape}")
+    return vectors

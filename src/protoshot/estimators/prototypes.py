@@ -99,14 +99,37 @@ class PrototypeClassifier(FewShotEstimator):
         check_is_fitted(self)
         return self._prototypes(torch.float64, torch.device("cpu")).numpy()
 
-    def _prototypes(self, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
-        sums = torch.as_tensor(self.sums_, dtype=dtype, device=dev)
-        counts = torch.as_tensor(self.counts_, device=dev)
-        names, named = self._named_tensors(sums)
-        if names is None or named is None or not self.prior_weight:
+    def _prototypes(
+        self, dtype: torch.dtype, dev: torch.device, rows: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """Prototypes ``[C, D]``, or only those of the classes at positions ``rows``."""
+        pick = slice(None) if rows is None else rows
+        sums = torch.as_tensor(self.sums_[pick], dtype=dtype, device=dev)
+        counts = torch.as_tensor(self.counts_[pick], device=dev)
+        if not self.prior_weight or not self.named_.any():
             return sums / counts.unsqueeze(-1).to(dtype).clamp_min(1.0)
+        names = torch.as_tensor(self.names_[pick], dtype=dtype, device=dev)
+        named = torch.as_tensor(self.named_[pick], device=dev)
         prior = normalize_tensor(names, self.normalization, self._center_tensor(sums))
         return prototypes_with_prior(sums, counts, prior, self.prior_weight * named.to(dtype))
+
+    def prototype_rows(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [len(rows), n_features]: the prototypes of the classes at positions ``rows``
+        (what a :class:`~protoshot.index.PrototypeIndex` holds), without computing the others."""
+        check_is_fitted(self)
+        return self._prototypes(torch.float64, torch.device("cpu"), rows).float().numpy()
+
+    def candidate_proba(self, X: Any, candidates: np.ndarray) -> np.ndarray:
+        """Probabilities [n_samples, k] over each sample's own ``candidates`` (class positions
+        [n_samples, k], ``-1`` for none): the softmax of the exact scores of those classes only."""
+        query = self.normalized(X)
+        valid = candidates >= 0
+        protos = self._prototypes(query.dtype, query.device, np.where(valid, candidates, 0).ravel())
+        found = episode_scores(
+            query[:, None, :], protos.reshape(*candidates.shape, -1), self.metric
+        )[:, 0, :]
+        found = found.masked_fill(~torch.from_numpy(valid), -torch.inf)
+        return torch.softmax(found / self._temperature(), dim=-1).numpy()
 
     # ----------------------------------------------------------------------------- hooks
     def _reset(self, n_classes: int, n_features: int) -> None:

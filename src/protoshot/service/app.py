@@ -1,12 +1,14 @@
 """``create_app(model_dir)``: predict, add examples, remove classes, over HTTP.
 
 Reads never block on writes and always see one consistent model: an update is applied to a copy
-of the classifier, written to the model folder atomically, and only then swapped in and
-acknowledged, so a restart (or a kill) loses nothing acknowledged. Updates are serialised.
+of the classifier, appended to the model folder's journal and flushed to disk, and only then
+swapped in and acknowledged, so a restart (or a kill) loses nothing acknowledged. Updates are
+serialised; the journal is folded into a new snapshot in the background.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +44,7 @@ from protoshot.service.schemas import (
 from protoshot.service.uploads import MultipartPredict
 from protoshot.store import FolderLock
 
+log = logging.getLogger("protoshot.serve")
 T = TypeVar("T")
 Responses = dict[int | str, dict[str, Any]]  # OpenAPI entries for the error answers
 
@@ -79,7 +82,13 @@ CONSOLE_HEADERS = {
 
 
 class _State:
-    """The current model, swapped whole on each update; ``lock`` serialises the updates."""
+    """The current model, swapped whole on each update; ``lock`` serialises the updates.
+
+    An update is one journal entry in the model folder, flushed to disk before it is
+    acknowledged. When the journal outgrows its snapshot, a background thread writes a new one
+    from the current model without holding the lock, then takes it only to install the snapshot
+    (moving the entries appended meanwhile): neither predictions nor updates wait for the write.
+    """
 
     def __init__(
         self,
@@ -93,11 +102,12 @@ class _State:
         self.read_only = read_only
         self.on_update = on_update  # told of each model swapped in (the metrics' labels)
         self.lock = threading.Lock()
+        self.compacting: threading.Thread | None = None
 
     def update(self, change: Callable[[FewShotModel], object]) -> FewShotModel:
-        """Apply ``change`` to a copy of the model, save the copy atomically, then swap it in.
+        """Apply ``change`` to a copy of the model, commit it to the folder, then swap it in.
 
-        If ``change`` or the save fails, the served model and the folder stay as they were.
+        If ``change`` or the commit fails, the served model and the folder stay as they were.
         """
         if self.read_only:
             raise HTTPException(403, "this server is read-only: updates are disabled")
@@ -105,15 +115,43 @@ class _State:
             new = self.model.copy()
             _library(lambda: change(new))
             try:
-                new.save(self.model_dir, overwrite=True)
-            except OSError as err:  # the reason, never the server's paths
-                reason = err.strerror or type(err).__name__
+                new.commit(self.model_dir, compact=False)
+            except (OSError, ValueError) as err:  # the reason, never the server's paths
+                reason = (
+                    err.strerror or type(err).__name__
+                    if isinstance(err, OSError)
+                    else "the folder was changed by another writer"
+                )
                 raise HTTPException(
                     500, f"the update could not be saved ({reason}), so the model is unchanged"
                 ) from err
             self.model = new
             self.on_update(new)
+            if self.compacting is None and new.needs_compaction(self.model_dir):
+                self.compacting = threading.Thread(
+                    target=self._compact, name="protoshot-compaction", daemon=True
+                )
+                self.compacting.start()
             return new
+
+    def _compact(self) -> None:
+        """Fold the journal into a new snapshot of the current model (see the class)."""
+        try:
+            with self.lock:
+                model = self.model
+            compaction = model.classifier.write_snapshot(self.model_dir)
+            with self.lock:
+                self.model.classifier.install_snapshot(self.model_dir, compaction)
+        except (OSError, ValueError) as err:  # the journal stays: it is replayed as it is
+            log.warning("compaction of %s failed, the journal is kept: %s", self.model_dir, err)
+        finally:
+            self.compacting = None
+
+    def wait_for_compaction(self) -> None:
+        """Let a compaction under way finish (at shutdown)."""
+        running = self.compacting
+        if running is not None:
+            running.join()
 
 
 def create_app(
@@ -131,6 +169,7 @@ def create_app(
     api_keys: Sequence[str] = (),
     protect_all: bool = False,
     cors_origins: Sequence[str] = (),
+    index: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the FewShotModel saved in ``model_dir``.
 
@@ -164,6 +203,9 @@ def create_app(
         :class:`~protoshot.service.operations.ApiKeys`.
     cors_origins
         Origins a browser may call the API from (none by default).
+    index : {"auto", "flat", "ivf"}, optional
+        Answer predictions through a prototype index (:meth:`FewShotModel.use_index`, faiss),
+        for 10^5 classes and more: probabilities are over the retrieved candidates.
 
     Raises
     ------
@@ -176,6 +218,8 @@ def create_app(
     api_keys = check_keys(api_keys)  # refused now, not at the first request
     read_only = read_only or not os.access(model_dir, os.W_OK)
     model = FewShotModel.load(model_dir, device=device, cache=cache, allow_download=allow_download)
+    if index is not None:
+        model.use_index(index)
     metrics = Metrics(
         queue_depth=lambda: batcher.waiting, classes=lambda: len(state.model.classes),
         last_update=lambda: float(state.model.classifier.updated_.max()),
@@ -199,6 +243,7 @@ def create_app(
         ready.set()
         yield
         batcher.close()
+        state.wait_for_compaction()
         if lock is not None:
             lock.release()
 
