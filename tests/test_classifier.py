@@ -176,3 +176,16 @@ def test_saved_files_are_json_safetensors_and_a_journal(blobs, tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["config.json", config["arrays_file"], config["journal_file"]]
     )
+
+
+def test_the_held_out_temperature_of_many_classes_comes_from_a_sample(monkeypatch) -> None:
+    import protoshot.estimators._base as base
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(300, 8))
+    x = np.repeat(centres, 3, axis=0) + 0.5 * rng.normal(size=(900, 8))
+    y = np.repeat(np.arange(300), 3)
+    full = PrototypeClassifier().fit(x, y).temperature_
+    monkeypatch.setattr(base, "MAX_CLASSES_HELD", 100)
+    sampled = PrototypeClassifier().fit(x, y).temperature_
+    assert sampled != full and 0.5 < sampled / full < 2

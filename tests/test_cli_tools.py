@@ -45,7 +45,7 @@ def test_info_reads_a_folder_without_its_embedder(cache_dir: Path, tmp_path: Pat
     code, out, err = run("info", str(tmp_path / "m"), "--json")
     assert code == 0, err
     info = json.loads(out)
-    assert info["format_version"] == 2 and info["shots"] == 4
+    assert info["format_version"] == 3 and info["shots"] == 4 and info["journal_bytes"] == 0
     fitted = model.class_updated()["greet"].isoformat(timespec="seconds")
     assert info["classes"] == [
         {"label": "greet", "shots": 2, "named": True, "updated": fitted},
@@ -59,6 +59,26 @@ def test_info_reads_a_folder_without_its_embedder(cache_dir: Path, tmp_path: Pat
     assert f"last updated: {fitted}" in out
     code, _, err = run("info", str(tmp_path))
     assert code == 1 and "is not a model folder" in err
+
+
+def test_compact_folds_the_journal_into_a_snapshot(tmp_path: Path) -> None:
+    from protoshot import PrototypeClassifier
+    from protoshot.estimators import load_estimator
+
+    rng = np.random.default_rng(0)
+    PrototypeClassifier().fit(rng.normal(size=(6, 4)), list("aabbcc")).save(tmp_path / "m")
+    assert run("remove", str(tmp_path / "m"), "b")[0] == 0  # a journal entry
+    info = json.loads(run("info", str(tmp_path / "m"), "--json")[1])
+    assert info["journal_bytes"] > 0
+    before = load_estimator(tmp_path / "m")
+    code, _, err = run("compact", str(tmp_path / "m"))
+    assert code == 0 and "1 journaled changes folded into a new snapshot" in err, err
+    info = json.loads(run("info", str(tmp_path / "m"), "--json")[1])
+    assert info["journal_bytes"] == 0 and [c["label"] for c in info["classes"]] == ["a", "c"]
+    after = load_estimator(tmp_path / "m")
+    np.testing.assert_array_equal(after.sums_, before.sums_)
+    code, _, err = run("compact", str(tmp_path))
+    assert code == 1 and "config.json is missing" in err
 
 
 def test_cache_reports_and_clears_one_model(tmp_path: Path) -> None:

@@ -303,6 +303,27 @@ def test_restart_and_kill_keep_every_acknowledged_update(model_dir: Path, cache_
 
 
 @pytest.mark.slow
+def test_the_journal_is_compacted_in_the_background(
+    model_dir: Path, cache_dir: Path, banking: Banking, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protoshot import store
+
+    texts, _ = banking
+    monkeypatch.setattr(store, "needs_compaction", lambda folder, position: position.length > 4000)
+    journals = set()
+    with serving(model_dir, cache_dir) as url:
+        for i in range(8):  # each a ~1.7 kB entry: a compaction every few updates
+            assert add(url, f"grown_{i % 3}", [texts[i]]).status_code == 200
+            assert httpx.post(url + "/v1/predict", json={"texts": texts[:2]}).status_code == 200
+            journals.add(json.loads((model_dir / "config.json").read_text())["journal_file"])
+        served = counts(url)
+    assert len(journals) >= 2  # new snapshots were installed while the server ran
+    assert len(list(model_dir.glob("journal-*.log"))) <= 2  # older ones tidied away
+    again = FewShotModel.load(model_dir, cache=cache_dir)
+    assert again.class_counts() == served and served["grown_0"] == 3
+
+
+@pytest.mark.slow
 def test_concurrent_predictions_and_updates(
     model_dir: Path, cache_dir: Path, banking: Banking
 ) -> None:

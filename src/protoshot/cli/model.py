@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
     app.command("add")(add_command)
     app.command("remove")(remove_command)
     app.command("calibrate")(calibrate_command)
+    app.command("compact")(compact_command)
 
 
 def fit_command(
@@ -400,12 +401,27 @@ def remove_command(
     model_dir: ModelDir,
     labels: Annotated[list[str], typer.Argument(help="Classes to remove.")],
 ) -> None:
-    """Remove classes from a model (an exact update); saved atomically."""
+    """Remove classes from a model (an exact update), saved durably as one journal entry."""
     with user_errors(), folder_lock(model_dir, "protoshot remove"):
         from protoshot.model import remove_saved_classes
 
         remaining = remove_saved_classes(model_dir, labels)
     stderr().print(plain(f"removed {', '.join(labels)}; {len(remaining)} classes remain"))
+
+
+def compact_command(model_dir: ModelDir) -> None:
+    """Fold MODEL_DIR's update journal into a new snapshot now.
+
+    Updates are journal entries; the journal is folded by itself once it outgrows the snapshot
+    (and 4 MiB). Compact to ship a folder as one snapshot, or to start it without a replay.
+    """
+    with user_errors(), folder_lock(model_dir, "protoshot compact"):
+        from protoshot.estimators import load_estimator
+        from protoshot.store import read_model
+
+        replayed = len(read_model(model_dir).changes)
+        load_estimator(model_dir).save(model_dir, overwrite=True)
+    stderr().print(plain(f"{model_dir}: {replayed} journaled changes folded into a new snapshot"))
 
 
 def calibrate_command(

@@ -77,6 +77,12 @@ def info_command(
     out.print(plain(f"classes (shots): {counts}"))
     latest = max((c["updated"] for c in info["classes"] if c["updated"]), default=None)
     out.print(plain(f"last updated: {latest or 'not recorded'}"))
+    out.print(
+        plain(
+            f"journal: {info['journal_bytes'] / 1e3:.1f} kB of updates since the snapshot "
+            "(`protoshot compact` folds them in)"
+        )
+    )
 
 
 def _utc(seconds: float) -> str | None:
@@ -92,6 +98,7 @@ def _folder_info(folder: Path) -> dict[str, Any]:
     """What :func:`info_command` shows, as JSON-ready data."""
     from protoshot.estimators import load_estimator
     from protoshot.store import is_model_folder
+    from protoshot.store.journal import BEGIN_BYTES
 
     if not is_model_folder(folder):
         raise ValueError(f"{folder} is not a model folder (no config.json)")
@@ -104,6 +111,7 @@ def _folder_info(folder: Path) -> dict[str, Any]:
         "folder": str(folder),
         "format_version": version,
         "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
+        "journal_bytes": model._position.length - BEGIN_BYTES if model._position else 0,
         "method": model.method + (f": {chosen}" if chosen else ""),
         "shots": int(sum(counts)),
         "classes": [

@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from protoshot import store
 from protoshot._device import best_device
 from protoshot._validation import check_choice
+from protoshot.estimators._arrays import Appendable, append
 from protoshot.labels import canonical_labels, check_label_kinds, encode_labels
 from protoshot.maths.normalize import NORMALIZATIONS, normalize_tensor
 from protoshot.maths.prototypes import class_sums_tensors
@@ -35,6 +36,11 @@ from protoshot.store import Change
 
 #: ``class_embeddings`` arguments: each class label -> the embedding of its name or description.
 ClassEmbeddings = Mapping[Any, Any]
+
+
+#: The held-out temperature is fitted on at most this many classes (a seeded sample): scoring
+#: every held-out shot against every class grows with the square of the class count.
+MAX_CLASSES_HELD = 500
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     center: np.ndarray | None
     device: str | None
     n_features_in_: int
+    #: The shots, raw, in the order they came, and their class positions: appended in place.
+    support_ = Appendable()
+    support_codes_ = Appendable()
 
     # ----------------------------------------------------------------------------- fitting
     @contextmanager
@@ -424,8 +433,8 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
 
     def _absorb(self, X: np.ndarray, codes: np.ndarray) -> None:
         """Take in shots ``X`` of classes ``codes`` (positions in ``classes_``)."""
-        self.support_ = np.concatenate([self.support_, X.astype(np.float32)])
-        self.support_codes_ = np.concatenate([self.support_codes_, codes])
+        append(self, "support_", X.astype(np.float32))
+        append(self, "support_codes_", codes.astype(np.int64))
 
     def _refit(self) -> None:
         """Bring derived state (a fitted head, a choice) up to date after a change."""
@@ -484,18 +493,23 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
                 f"new labels are of type {new_classes.dtype}, but the classifier's are "
                 f"{self.classes_.dtype}"
             )
-        if np.isin(new_classes, self.classes_).all():  # O(change): nothing to make room for
-            return np.searchsorted(self.classes_, labels)
-        merged = np.union1d(self.classes_, new_classes)
-        old = np.searchsorted(merged, self.classes_)
-        for name in (*self._per_class, *self._kept_per_class):
-            array = getattr(self, name)
-            grown = np.zeros((len(merged), *array.shape[1:]), dtype=array.dtype)
-            grown[old] = array
-            setattr(self, name, grown)
-        self.support_codes_ = old[self.support_codes_]
-        self.classes_ = merged
-        return np.searchsorted(merged, labels)
+        new_classes = new_classes[~np.isin(new_classes, self.classes_)]
+        if new_classes.size:  # rows made for them in sorted order (copies, not fancy indexing)
+            at = np.searchsorted(self.classes_, new_classes)
+            unnamed = not self.named_.any()
+            for name in (*self._per_class, *self._kept_per_class):
+                array = getattr(self, name)
+                if name == "names_" and unnamed:  # all zeros: new zeros copy nothing
+                    grown = np.zeros((len(array) + len(at), *array.shape[1:]), array.dtype)
+                else:
+                    grown = _with_zero_rows(array, at)
+                setattr(self, name, grown)
+            kind = np.result_type(self.classes_, new_classes)  # longer names are not cut
+            merged = _with_zero_rows(self.classes_.astype(kind), at)
+            merged[at + np.arange(len(at))] = new_classes
+            self.support_codes_ = np.searchsorted(merged, self.classes_)[self.support_codes_]
+            self.classes_ = merged
+        return np.searchsorted(self.classes_, labels)
 
     def _name_change(self, class_embeddings: ClassEmbeddings | None, now: float) -> Change | None:
         """The change that sets these name embeddings (``None`` for none), checked."""
@@ -530,16 +544,24 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         if self.normalization == "cl2n" and self.center is None and len(self.support_):
             self.center_ = self.support_.mean(0, dtype=np.float64)
 
-    def support_set(self, dtype: torch.dtype | None = None) -> SupportSet:
+    def support_set(
+        self, dtype: torch.dtype | None = None, classes: np.ndarray | None = None
+    ) -> SupportSet:
         """The kept shots (and names) as one normalised episode, as the methods see them, on
-        the estimator's device, in ``dtype`` (default: the scoring precision)."""
+        the estimator's device, in ``dtype`` (default: the scoring precision); with
+        ``classes`` (sorted positions), of those classes only."""
         dev, default = self._compute_device()
-        x = torch.as_tensor(self.support_, device=dev).to(dtype or default)
+        shots, codes, n = self.support_, self.support_codes_, len(self.classes_)
+        if classes is not None:
+            rows = np.isin(codes, classes)
+            shots, codes, n = shots[rows], np.searchsorted(classes, codes[rows]), len(classes)
+        x = torch.as_tensor(shots, device=dev).to(dtype or default)
         names, named = self._named_tensors(x)
+        if classes is not None and names is not None and named is not None:
+            names, named = names[classes], named[classes]
         return rows_support(
-            x, torch.as_tensor(self.support_codes_, device=dev), len(self.classes_),
-            normalization=self.normalization, center=self._center_tensor(x), names=names,
-            named=named,
+            x, torch.as_tensor(codes, device=dev), n, normalization=self.normalization,
+            center=self._center_tensor(x), names=names, named=named,
         )  # fmt: skip
 
     def _held_out_temperature(
@@ -547,8 +569,14 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
     ) -> float:
         """The softmax temperature under which the shots' own cross-validated probabilities are
         honest (least NLL; :func:`~protoshot.methods.support.held_out_temperature`), or
-        ``default`` when no class has two shots to hold out."""
-        found = held_out_temperature(self.support_set(torch.float64), fit)
+        ``default`` when no class has two shots to hold out. Past :data:`MAX_CLASSES_HELD`
+        classes, a seeded sample of them stands for all, so an update costs the same however
+        many classes there are."""
+        n = len(self.classes_)
+        sample = None
+        if n > MAX_CLASSES_HELD:
+            sample = np.sort(np.random.default_rng(0).choice(n, MAX_CLASSES_HELD, replace=False))
+        found = held_out_temperature(self.support_set(torch.float64, sample), fit)
         return default if found is None else found
 
     def _check_every_class_scored(self, prior_weight: float) -> None:
@@ -648,6 +676,17 @@ def _label_kind(labels: np.ndarray) -> str:
     if labels.dtype.kind == "b":
         return "bool"
     return "number" if labels.dtype.kind in "iufc" else "text"
+
+
+def _with_zero_rows(array: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``array`` with a zero row inserted before each of the sorted positions ``at``: copied a
+    slice at a time (memory speed; ``np.insert`` with several positions goes through a mask)."""
+    out = np.zeros((len(array) + len(at), *array.shape[1:]), array.dtype)
+    start = 0
+    for shift, stop in enumerate([*at.tolist(), len(array)]):  # one slice per new class
+        out[start + shift : stop + shift] = array[start:stop]
+        start = stop
+    return out
 
 
 def _runs(changes: Sequence[Change]) -> Iterator[list[Change]]:

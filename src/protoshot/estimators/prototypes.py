@@ -16,6 +16,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from protoshot._validation import check_choice
+from protoshot.estimators._arrays import PatchedRows
 from protoshot.estimators._base import FewShotEstimator
 from protoshot.maths.distances import (
     METRICS,
@@ -23,7 +24,7 @@ from protoshot.maths.distances import (
     episode_scores,
 )
 from protoshot.maths.normalize import normalize_tensor
-from protoshot.maths.prototypes import class_sums_tensors, prototypes_with_prior
+from protoshot.maths.prototypes import prototypes_with_prior
 from protoshot.methods.support import SupportSet
 
 
@@ -75,6 +76,8 @@ class PrototypeClassifier(FewShotEstimator):
     method = "prototypes"
     _params = ("metric", "normalization", "temperature", "prior_weight")
     _per_class = ("sums_", "counts_")
+    #: Per-class sums of the normalised shots; an update patches the rows it changes.
+    sums_ = PatchedRows()
 
     def __init__(
         self,
@@ -104,7 +107,8 @@ class PrototypeClassifier(FewShotEstimator):
     ) -> torch.Tensor:
         """Prototypes ``[C, D]``, or only those of the classes at positions ``rows``."""
         pick = slice(None) if rows is None else rows
-        sums = torch.as_tensor(self.sums_[pick], dtype=dtype, device=dev)
+        raw = self.sums_ if rows is None else PrototypeClassifier.sums_.rows(self, rows)
+        sums = torch.as_tensor(raw, dtype=dtype, device=dev)
         counts = torch.as_tensor(self.counts_[pick], device=dev)
         if not self.prior_weight or not self.named_.any():
             return sums / counts.unsqueeze(-1).to(dtype).clamp_min(1.0)
@@ -138,12 +142,12 @@ class PrototypeClassifier(FewShotEstimator):
 
     def _absorb(self, X: np.ndarray, codes: np.ndarray) -> None:
         super()._absorb(X, codes)
-        x = self._normalized(torch.tensor(X, dtype=torch.float64))
-        sums, counts = class_sums_tensors(
-            x[None], torch.from_numpy(codes)[None], len(self.classes_)
-        )
-        self.sums_ = self.sums_ + sums[0].numpy()
-        self.counts_ = self.counts_ + counts[0].numpy()
+        x = self._normalized(torch.tensor(X, dtype=torch.float64)).numpy()
+        touched, inverse = np.unique(codes, return_inverse=True)
+        rows = PrototypeClassifier.sums_.rows(self, touched)
+        np.add.at(rows, inverse, x)  # each row's shots added in order, as one at a time would
+        PrototypeClassifier.sums_.patch(self, touched, rows)
+        self.counts_ = self.counts_ + np.bincount(codes, minlength=len(self.counts_))
 
     def _refit(self) -> None:
         self._check_every_class_scored(self.prior_weight)

@@ -179,7 +179,7 @@ def install_snapshot(
         if p.name not in keep
     ]
     _remove_quietly([*stale, *_stray_temporaries(path)])
-    return Position(journal_name, len(journal.begin(digest)) + len(tail))
+    return Position(journal_name, len(journal.begin(digest)) + len(tail), config_identity(path))
 
 
 def append_changes(
@@ -191,13 +191,24 @@ def append_changes(
     was read): appending there would lose updates. The caller holds the folder's writer.
     """
     path = Path(folder)
-    named = read_config(path).get("journal_file")
-    if named != position.file:
-        raise ValueError(
-            f"{path} was saved again since this model was read (its journal is {named}, not "
-            f"{position.file}); load it again before changing it"
-        )
-    return journal.append(path, position, changes)
+    seen = config_identity(path)
+    if seen is None or seen != position.config:  # changed (or unknown) since: read it
+        named = read_config(path).get("journal_file")
+        if named != position.file:
+            raise ValueError(
+                f"{path} was saved again since this model was read (its journal is {named}, not "
+                f"{position.file}); load it again before changing it"
+            )
+    return journal.append(path, dataclasses.replace(position, config=seen), changes)
+
+
+def config_identity(folder: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """What tells one ``config.json`` of ``folder`` from another (``None``: there is none)."""
+    try:
+        stat = (Path(folder) / CONFIG_FILE).stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def needs_compaction(folder: str | os.PathLike[str], position: Position) -> bool:
@@ -254,6 +265,7 @@ def read_model(folder: str | os.PathLike[str], attempts: int = 3) -> StoredModel
 
     path = Path(folder)
     for _ in range(attempts):
+        identity = config_identity(path)  # before reading: a config replaced after reads again
         config = read_config(path)
         arrays_path = path / str(config["arrays_file"])
         try:
@@ -272,7 +284,8 @@ def read_model(folder: str | os.PathLike[str], attempts: int = 3) -> StoredModel
             replay = journal.read(path, config["journal_file"], config["arrays_sha256"])
         except FileNotFoundError:
             continue
-        return StoredModel(config, arrays, arrays_path, replay.changes, replay.position)
+        position = dataclasses.replace(replay.position, config=identity)
+        return StoredModel(config, arrays, arrays_path, replay.changes, position)
     raise ValueError(
         f"{arrays_path} or its journal is missing, or does not match config.json's checksum"
     )

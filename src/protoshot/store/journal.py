@@ -28,7 +28,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,13 @@ class Change:
 
 @dataclass(frozen=True)
 class Position:
-    """Where a journal ends: its file name in the folder and its length in bytes."""
+    """Where a journal ends: its file name in the folder and its length in bytes; ``config``
+    identifies the ``config.json`` that named it (inode, size, modification time), so an append
+    to a folder whose config has not changed since need not read it again."""
 
     file: str
     length: int
+    config: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ def _json_label(label: Any) -> Any:
 def begin(snapshot_sha256: str) -> bytes:
     """The first record of a journal: the snapshot its entries follow."""
     return _record({"snapshot": snapshot_sha256})
+
+
+#: The length of that first record: a journal this long holds no update.
+BEGIN_BYTES = len(begin("0" * 64))
 
 
 # --------------------------------------------------------------------------- reading
@@ -267,4 +274,4 @@ def append(folder: Path, position: Position, changes: Sequence[Change]) -> Posit
             raise
     finally:
         os.close(fd)
-    return Position(position.file, position.length + len(record))
+    return replace(position, length=position.length + len(record))
