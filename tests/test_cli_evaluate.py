@@ -86,11 +86,19 @@ def test_all_class_protocol(banking_table: Path, tmp_path: Path) -> None:
     assert {r["config"]["n_way"] for r in report["results"]} == {12}
     assert all(r["n_episodes"] == 5 for r in report["results"])
     assert all(0 < r["macro_f1"] <= 1 for r in report["results"])
+    for r in report["results"]:  # every test text of every class, once per seed
+        assert {c["label"] for c in r["per_class"]} == set(table.classes)
+        assert {c["queries"] for c in r["per_class"]} == {5 * int((~first).sum()) // 12}
+        hits = sum(c["accuracy"] * c["queries"] for c in r["per_class"])
+        assert hits == pytest.approx(r["mean"] * 5 * int((~first).sum()))
+        accuracies = [c["accuracy"] for c in r["per_class"]]
+        assert accuracies == sorted(accuracies)  # hardest first
     code, out, err = run(
         "evaluate", str(train), "--protocol", "all-class", "--test", str(test), "--shots", "5",
-        "--episodes", "2", "--normalizations", "cl2n", "--metrics", "cosine",
+        "--episodes", "2", "--normalizations", "cl2n", "--metrics", "cosine", "--per-class", "3",
     )  # fmt: skip
     assert code == 0 and "macro-F1 %" in out, err  # unbalanced queries: the column is shown
+    assert "the 3 hardest of 12 classes" in out
 
 
 @pytest.mark.parametrize(

@@ -239,7 +239,7 @@ def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -
         rng.normal(size=(3, n_query, n_way))
     )
     pred = logits.argmax(-1)
-    accuracy, macro, nll, ece = _measures(logits, target, n_way)
+    (accuracy, macro, nll, ece), correct, queried = _measures(logits, target, n_way)
     proba = torch.softmax(logits, -1).numpy()
     for e in range(3):
         present = np.unique(target[e].numpy())
@@ -248,6 +248,10 @@ def test_episode_macro_f1_matches_sklearn(seed: int, n_way: int, n_query: int) -
         )
         assert macro[e].item() == pytest.approx(expected)
         assert accuracy[e].item() == pytest.approx(np.mean(pred[e].numpy() == target[e].numpy()))
+        for way in range(n_way):
+            mine = target[e].numpy() == way
+            assert queried[e, way].item() == mine.sum()
+            assert correct[e, way].item() == (pred[e].numpy()[mine] == way).sum()
         truth = target[e].numpy()
         assert nll[e].item() == pytest.approx(-np.mean(np.log(proba[e][np.arange(n_query), truth])))
         assert ece[e].item() == pytest.approx(expected_calibration_error(proba[e], truth))
@@ -267,3 +271,23 @@ def test_chosen_config_among_one_embedders_rows() -> None:
     assert chosen_config(report, 5, "b")["method"] == "auto"
     with pytest.raises(ValueError, match="use a, b, not c: pass --model"):
         chosen_config(report, 5, "c")
+
+
+def test_per_class_accuracy_counts_every_query_of_every_episode() -> None:
+    from protoshot import evaluate_grid
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(20, 8)) + 6 * np.eye(8)[c] for c in range(6)])
+    x[100:120] = x[80:100] + 0.01 * rng.normal(size=(20, 8))  # class 5 a copy of class 4
+    labels = np.repeat([f"c{c}" for c in range(6)], 20)
+    grid = evaluate_grid(x, labels, n_way=3, shots=[1], n_query=4, n_episodes=50,
+                         metrics=["sqeuclidean"], normalizations=["none"])  # fmt: skip
+    result = grid.best()
+    rows = {r["label"]: r for r in result.per_class()}
+    assert sum(r["queries"] for r in rows.values()) == 50 * 3 * 4
+    correct = sum(r["accuracy"] * r["queries"] for r in rows.values())
+    assert correct == pytest.approx(result.per_episode.sum() * 3 * 4)
+    assert [r["label"] for r in result.per_class()][:2] in (["c4", "c5"], ["c5", "c4"])
+    assert rows["c0"]["accuracy"] == 1.0
+    assert result.to_dict()["per_class"] == result.per_class()
+    assert "c5" in str(result.class_table(2).columns[0]._cells)

@@ -114,6 +114,14 @@ def evaluate_command(
     ] = None,
     device: DeviceOption = None,
     dtype: Annotated[str, typer.Option(help="float32, or bfloat16 / float16 on GPUs.")] = "float32",
+    per_class: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also show the N hardest classes of the best configuration: each class's "
+            "accuracy over every episode (--json lists every class of every row).",
+        ),
+    ] = 0,
     as_json: JsonOption = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write accuracy vs shots with CI bands to this PNG.")
@@ -168,6 +176,8 @@ def evaluate_command(
         from rich.console import Console
 
         Console().print(grid.table(title=title, macro_f1=protocol == "all-class"))
+        if per_class:
+            Console().print(grid.best().class_table(per_class))
         if geometry is not None:
             Console().print(geometry.table(title="geometry of the embeddings, per normalisation"))
         stderr().print(

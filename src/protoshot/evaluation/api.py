@@ -46,6 +46,7 @@ def evaluate_episodes(
     dtype: str | torch.dtype = "float32",
     ci: Literal["normal", "t"] = "normal",
     progress: bool = False,
+    class_labels: Sequence[Any] | np.ndarray | None = None,
 ) -> GridResult:
     """Evaluate configurations on given episodes (a block, or an iterable of blocks).
 
@@ -81,6 +82,9 @@ def evaluate_episodes(
         Confidence interval method (see :func:`mean_ci`).
     progress : bool
         Show a progress bar over episodes.
+    class_labels : sequence, optional
+        The label of each class position of the episodes' ``ways``: each result then reports
+        its accuracy per class (:meth:`EvalResult.per_class`), over every episode.
     """
     for name, names in (("metrics", metrics), ("normalizations", normalizations)):
         if names is not None and not names:
@@ -109,7 +113,7 @@ def evaluate_episodes(
     blocks = [episodes] if isinstance(episodes, Episodes) else episodes
     total = len(episodes) if isinstance(episodes, Sized) else None
     with progress_bar(progress, total, "episodes") as advance:
-        configs, measures = engine.run(
+        configs, measures, per_class = engine.run(
             RowReader(x), blocks, chosen, shots=shots, center=c, names=name_rows, targets=target,
             chunk_size=chunk_size, advance=advance,
         )  # fmt: skip
@@ -119,9 +123,11 @@ def evaluate_episodes(
         row = by_name["accuracy"][i]
         mean, std, half = mean_ci(row, method=ci)
         f1, nll, ece = (float(by_name[name][i].mean()) for name in ("macro_f1", "nll", "ece"))
-        results.append(
-            EvalResult(mean, std, half, row.size, config, row, macro_f1=f1, nll=nll, ece=ece)
-        )
+        counts = None if class_labels is None else per_class[:, i]
+        labels = None if class_labels is None else np.asarray(class_labels)
+        result = EvalResult(mean, std, half, row.size, config, row, macro_f1=f1, nll=nll, ece=ece,
+                            class_counts=counts, class_labels=labels)  # fmt: skip
+        results.append(result)
     grid_result = GridResult(results)
     return paired_differences(grid_result) if len(chosen) > 1 else grid_result
 
@@ -165,6 +171,7 @@ def evaluate_grid(
         normalizations=normalizations,
         class_embeddings=aligned_class_embeddings(class_embeddings, sampler.classes_),
         center=center,
+        class_labels=sampler.classes_,
         **options,
     )
 

@@ -34,18 +34,20 @@ def run(
     targets: torch.Tensor | None = None,
     chunk_size: int | None = None,
     advance: Callable[[int], None] = lambda n: None,
-) -> tuple[list[dict[str, Any]], np.ndarray]:
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
     """Every :data:`MEASURES` of every configuration on every episode of ``blocks``.
 
     Returns the configurations (``method``, ``n_way``, ``n_shot``, ``n_query`` and the method's
-    variant) and the measures, float64 ``[n_measures, n_configs, n_episodes]``. All blocks must have the
-    same shape. ``names`` and ``targets`` are as in :class:`EpisodeBlock` (``targets`` [M] is
+    variant), the measures, float64 ``[n_measures, n_configs, n_episodes]``, and per class (a
+    position of the blocks' ``ways``) the correct and all queries summed over the episodes,
+    float64 ``[2, n_configs, n_classes]``. All blocks must have the same shape. ``names`` and ``targets`` are as in :class:`EpisodeBlock` (``targets`` [M] is
     the way of each query of a block whose queries are one ``[E, 1, M]`` set).
     """
     first: Episodes | None = None
     shot_list: list[int] = []
     fewest = None  # fewest shots of a class in unbalanced supports, over all blocks
     chunks: list[np.ndarray] = []
+    per_class = np.zeros((2, 0, 0))
     for block in blocks:
         if first is None:
             fewest_shots = min(m.min_shots for m in methods)
@@ -60,7 +62,8 @@ def run(
             part = block[start : start + step]
             chunk = episode_block(rows, part, center, names, targets)
             scored = [episode_metrics(chunk, m, _usable(shot_list, m)) for m in methods]
-            chunks.append(np.concatenate(scored, axis=1))
+            chunks.append(np.concatenate([measures for measures, _ in scored], axis=1))
+            per_class = _summed(per_class, np.concatenate([c for _, c in scored], axis=1))
             advance(len(part))
     if first is None:
         raise ValueError("no episodes to evaluate")
@@ -75,7 +78,17 @@ def run(
         for method in methods
         for k, variant in itertools.product(_usable(shot_list, method), method.variants())
     ]
-    return configs, np.concatenate(chunks, axis=2)
+    return configs, np.concatenate(chunks, axis=2), per_class
+
+
+def _summed(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``total + part`` over the classes either has (the last axis; a chunk may see fewer)."""
+    n = max(total.shape[-1], part.shape[-1])
+    out = np.zeros((*part.shape[:-1], n))
+    out[..., : part.shape[-1]] += part
+    if total.size:
+        out[..., : total.shape[-1]] += total
+    return out
 
 
 def episode_block(
@@ -104,9 +117,12 @@ def episode_block(
 MEASURES = ("accuracy", "macro_f1", "nll", "ece")
 
 
-def episode_metrics(block: EpisodeBlock, method: Method, shots: Sequence[int]) -> np.ndarray:
+def episode_metrics(
+    block: EpisodeBlock, method: Method, shots: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Each :data:`MEASURES` of each episode, float64 ``[n_measures, n_configs, E]`` (one
-    config per shot x variant).
+    config per shot x variant), and each class's correct and all queries over the episodes,
+    float64 ``[2, n_configs, n_classes]`` (classes are the positions in ``block.ways``).
 
     Macro-F1 averages over the classes with queries in the episode, so an unbalanced query
     set (the all-class protocol) cannot hide a class the method misses; NLL and ECE (top-label,
@@ -119,14 +135,28 @@ def episode_metrics(block: EpisodeBlock, method: Method, shots: Sequence[int]) -
         target = block.targets
     target = target.expand(block.n_episodes, -1)
     scored = [_measures(s, target, block.n_way) for s in method.scores(block, shots)]
+    ways = torch.as_tensor(np.asarray(block.ways), device=target.device).reshape(-1)
+    n_classes = int(ways.max()) + 1 if len(ways) else 0
     if not scored:
-        return np.zeros((len(MEASURES), 0, block.n_episodes))
-    return torch.stack(scored, dim=1).cpu().numpy()
+        return np.zeros((len(MEASURES), 0, block.n_episodes)), np.zeros((2, 0, n_classes))
+    per_class = [
+        torch.zeros(n_classes, dtype=torch.float64, device=ways.device).index_add_(
+            0, ways, counts.reshape(-1)
+        )
+        for _, correct, queried in scored
+        for counts in (correct, queried)
+    ]  # correct, queried of each config in turn
+    by_config = torch.stack(per_class).view(len(scored), 2, n_classes).transpose(0, 1)
+    measures = torch.stack([m for m, _, _ in scored], dim=1)
+    return measures.cpu().numpy(), by_config.cpu().numpy()
 
 
-def _measures(logits: torch.Tensor, target: torch.Tensor, n_way: int) -> torch.Tensor:
+def _measures(
+    logits: torch.Tensor, target: torch.Tensor, n_way: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:data:`MEASURES` ``[4, E]`` of logits ``[E, M, N]`` against ``target`` [E, M], each
-    counted with one bincount over (episode, way or bin) cells."""
+    counted with one bincount over (episode, way or bin) cells; and each way's correct and all
+    queries ``[E, N]``."""
     n_episodes, n_queries = target.shape
     log_p = torch.log_softmax(logits.to(torch.float64), dim=-1)
     confidence, pred = log_p.max(-1)
@@ -150,7 +180,7 @@ def _measures(logits: torch.Tensor, target: torch.Tensor, n_way: int) -> torch.T
     p = confidence.exp()
     bins = (p * ECE_BINS).long().clamp_max(ECE_BINS - 1)
     gap = per_cell(bins, ECE_BINS, p - hit).abs().sum(-1) / n_queries
-    return torch.stack([hit.mean(-1), macro_f1, nll, gap])
+    return torch.stack([hit.mean(-1), macro_f1, nll, gap]), true_pos, actual
 
 
 def episodes_per_chunk(block: Episodes, x: torch.Tensor) -> int:

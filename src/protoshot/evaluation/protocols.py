@@ -87,7 +87,8 @@ def all_class_kshot(
     return evaluate_episodes(
         torch.cat([x_train, x_test]), episodes, shots=shots, methods=methods, metrics=metrics,
         normalizations=normalizations, center=center, targets=np.searchsorted(classes, y_test),
-        class_embeddings=aligned_class_embeddings(class_embeddings, classes), **options,
+        class_embeddings=aligned_class_embeddings(class_embeddings, classes),
+        class_labels=classes, **options,
     )  # fmt: skip
 
 

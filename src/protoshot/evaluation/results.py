@@ -69,6 +69,28 @@ class EvalResult:
     macro_f1: float | None = None
     nll: float | None = None
     ece: float | None = None
+    #: Per class over every episode: correct and all queries, float ``[2, n_classes]``, and the
+    #: classes' labels (``None`` when the episodes' classes were not named).
+    class_counts: np.ndarray | None = field(default=None, repr=False)
+    class_labels: np.ndarray | None = field(default=None, repr=False)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Each queried class's accuracy over every episode (``label``, ``accuracy``,
+        ``queries``), hardest first; empty when the classes were not named."""
+        if self.class_counts is None or self.class_labels is None:
+            return []
+        correct, queried = self.class_counts
+        asked = np.flatnonzero(queried > 0)
+        accuracy = correct[asked] / queried[asked]
+        order = asked[np.argsort(accuracy, kind="stable")]
+        return [
+            {
+                "label": self.class_labels[c].item(),
+                "accuracy": float(correct[c] / queried[c]),
+                "queries": int(queried[c]),
+            }
+            for c in order.tolist()
+        ]
 
     def __str__(self) -> str:
         name = ", ".join(f"{k}={v}" for k, v in self.config.items())
@@ -78,9 +100,25 @@ class EvalResult:
             f"(95% CI, {self.n_episodes} episodes{paired})"
         )
 
+    def class_table(self, n: int) -> Any:
+        """A rich table of the ``n`` hardest classes (:meth:`per_class`)."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        rows = self.per_class()
+        table = Table(
+            title=escape(f"the {min(n, len(rows))} hardest of {len(rows)} classes: {self}")
+        )
+        for column in ("class", "accuracy %", "queries"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for row in rows[:n]:
+            table.add_row(escape(str(row["label"])), _percent(row["accuracy"]), str(row["queries"]))
+        return table
+
     def to_dict(self, *, per_episode: bool = False) -> dict[str, Any]:
         """Plain JSON-ready dict; ``per_episode=True`` adds the list of accuracies."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("per_episode", "paired")}
+        hidden = ("per_episode", "paired", "class_counts", "class_labels")
+        out = {k: v for k, v in asdict(self).items() if k not in hidden}
         if math.isnan(self.ci95):  # one episode: no interval (JSON has no NaN)
             out["ci95"] = None
         if self.paired is not None:
@@ -88,6 +126,8 @@ class EvalResult:
             out["paired"] = {**self.paired, "ci95": None if math.isnan(half) else half}
         if per_episode:
             out["per_episode"] = self.per_episode.tolist()
+        if self.class_labels is not None:
+            out["per_class"] = self.per_class()
         return out
 
 
