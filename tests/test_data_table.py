@@ -151,3 +151,27 @@ def test_vectors_are_read_from_any_float_column(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_floats(flat.slice(4, 5)), rows.ravel()[4:9].astype(np.float32))
     with_null = pa.array([1.0, None, 3.0])
     assert np.isnan(_floats(with_null)[1])
+
+
+def test_a_folder_of_shards_reads_as_one_table(tmp_path: Path) -> None:
+    from protoshot.pipeline import is_table
+
+    def shard(name: str, ids: list[str], fingerprint: str = "fp") -> None:
+        EmbeddingTable.from_arrays(
+            np.full((len(ids), 3), float(len(name))), [i[0] for i in ids], ids=ids,
+            model="m", fingerprint=fingerprint,
+        ).save(tmp_path / f"part-{name}.parquet")  # fmt: skip
+
+    shard("a", ["x1", "y1"])
+    shard("bb", ["y1", "z1"])  # y1 again: a retried batch
+    (tmp_path / ".part-c.parquet.0123456789abcdef.tmp").write_bytes(b"torn")
+    assert is_table(tmp_path)
+    table = EmbeddingTable.load(tmp_path)
+    assert sorted(table.ids.tolist()) == ["x1", "y1", "z1"]
+    assert table.classes == ["x", "y", "z"] and table.fingerprint == "fp"
+    shard("ccc", ["w1"], fingerprint="other")
+    with pytest.raises(ValueError, match="shards of different embedders"):
+        EmbeddingTable.load(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="a folder with no Parquet file"):
+        EmbeddingTable.load(tmp_path / "empty")

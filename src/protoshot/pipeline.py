@@ -102,8 +102,11 @@ def labelled_embeddings(
 def is_table(source: str | os.PathLike[str], embedding_column: str | None = None) -> bool:
     """Whether ``source`` is a file of embeddings: numpy arrays, or a Parquet file with a
     column of vectors (``embedding_column``, default ``embedding``; other Parquet files hold
-    raw data)."""
+    raw data), or a folder of such Parquet shards (``protoshot embed --engine ray``)."""
     path = Path(source)
+    if path.is_dir():  # an image folder has class folders, not Parquet files
+        shard = next(iter(sorted(path.glob("part-*.parquet"))), None)
+        return shard is not None and is_table(shard, embedding_column)
     if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
         return False
     if path.suffix.lower() != ".parquet":

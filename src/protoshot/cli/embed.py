@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from protoshot._validation import check_choice
 from protoshot.cli._common import (
     BatchSizeOption,
     CacheDirOption,
@@ -35,7 +36,14 @@ def register(app: typer.Typer) -> None:
 def embed_command(
     source: SourceArgument,
     model: RequiredModelOption,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet table to write.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Parquet table to write (with --engine ray: a folder of Parquet shards).",
+        ),
+    ],
     text_column: TextColumnOption = None,
     label_column: LabelColumnOption = None,
     delimiter: DelimiterOption = None,
@@ -45,10 +53,42 @@ def embed_command(
     cache_dir: CacheDirOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
     download: DownloadOption = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray (an actor pool on a Ray cluster, needs "
+            "protoshot[ray]; re-running skips the rows OUTPUT already holds)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (host:port, ray://host:port or auto); "
+            "default a local Ray on this machine."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors, one model each.")] = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Embed SOURCE with a frozen model and write a Parquet table of vectors and labels."""
     with user_errors():
+        check_choice("engine", engine, ("local", "ray"))
+        if engine == "ray":
+            summary = _run_on_ray(
+                source, model=model, output=output, text_column=text_column,
+                label_column=label_column, delimiter=delimiter, batch_size=batch_size,
+                download=download, address=address, workers=workers,
+                cache=cache_arg(no_cache, cache_dir),
+            )  # fmt: skip
+            if as_json:
+                typer.echo(json.dumps(summary))
+            else:
+                stderr().print(
+                    f"{summary['embedded']} rows embedded on Ray ({workers} actors), "
+                    f"{summary['already_done']} already in {summary['output']}: "
+                    f"{summary['samples']} samples, {summary['seconds']:.1f} s"
+                )
+            return
         summary = _run(
             source,
             model=model,
@@ -70,6 +110,40 @@ def embed_command(
             f"with {summary['model']}: cache {summary['cache_hits']} hits / "
             f"{summary['cache_misses']} misses, {summary['seconds']:.1f} s -> {summary['output']}"
         )
+
+
+def _run_on_ray(
+    source: str, *, model: str, output: Path, text_column: str | None,
+    label_column: str | None, delimiter: str | None, batch_size: int, download: bool,
+    address: str | None, workers: int, cache: Path | bool | None,
+) -> dict[str, Any]:  # fmt: skip
+    """List the items here, embed them on Ray into OUTPUT's shards; returns the summary."""
+    from protoshot.data import EmbeddingTable, load_source
+    from protoshot.distributed import embed_source
+
+    start = time.perf_counter()
+    if output.is_file():
+        raise FileExistsError(f"{output} is a file; --engine ray writes a folder of shards")
+    samples = load_source(
+        source, text_column=text_column, label_column=label_column, download=download,
+        delimiter=delimiter,
+    )  # fmt: skip
+    embedded, done = embed_source(
+        samples.items, samples.labels, model, output, address=address, workers=workers,
+        batch_size=batch_size, cache=cache,
+    )  # fmt: skip
+    table = EmbeddingTable.load(output)
+    return {
+        "output": str(output),
+        "samples": len(table),
+        "embedded": embedded,
+        "already_done": done,
+        "dim": table.dim,
+        "classes": len(table.classes),
+        "model": table.model,
+        "fingerprint": table.fingerprint,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def _run(

@@ -165,7 +165,7 @@ class EmbeddingTable:
 
         path = Path(path)
         # one file without pyarrow.dataset, whose import (pandas with it) costs start-up time
-        table = pq.read_table(path) if path.is_dir() else pq.ParquetFile(path).read()
+        table = _read_folder(path) if path.is_dir() else pq.ParquetFile(path).read()
         vectors_key, label_key = embedding_column or "embedding", label_column or "label"
         for column in (label_key, vectors_key):
             if column not in table.column_names:
@@ -190,6 +190,38 @@ class EmbeddingTable:
             model=meta.get("model", ""),
             fingerprint=meta.get("fingerprint", ""),
         )
+
+
+def _read_folder(path: Path) -> Any:
+    """The Parquet shards of a folder (``protoshot embed --engine ray``) as one table: rows
+    with the same id once (a retried batch), classes from the labels, one model for all.
+
+    Raises
+    ------
+    ValueError
+        If the folder holds no Parquet file, or shards of different embedders.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not shards:
+        raise ValueError(f"{path} is a folder with no Parquet file")
+    tables = [pq.read_table(shard) for shard in shards]
+    models = {
+        tuple(json.loads((t.schema.metadata or {}).get(_METADATA_KEY, b"{}")).get(k, "")
+              for k in ("model", "fingerprint"))
+        for t in tables
+    }  # fmt: skip
+    if len(models) > 1:
+        raise ValueError(f"{path} holds shards of different embedders: {sorted(models)[:3]}")
+    model, fingerprint = models.pop()
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    if "id" in table.column_names:  # the first row of each id
+        keep = np.unique(table.column("id").to_numpy(zero_copy_only=False), return_index=True)[1]
+        table = table.take(pa.array(np.sort(keep))) if len(keep) < len(table) else table
+    metadata = {"format": 1, "model": model, "fingerprint": fingerprint}
+    return table.replace_schema_metadata({_METADATA_KEY: json.dumps(metadata)})
 
 
 def _plain(value: Any) -> Any:
