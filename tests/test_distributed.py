@@ -163,6 +163,17 @@ def test_actors_share_the_cpus_and_leave_room_for_reading(local_ray) -> None:
         actor_resources(0)
 
 
+def test_a_worker_that_cannot_load_the_model_fails_with_its_reason(
+    local_ray, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "d.csv", ["a", "b"], np.asarray(["x", "y"]))
+    result = runner.invoke(app, ["embed", str(source), "--model", "st:/nonexistent/model", "-o",
+                                 str(tmp_path / "o"), "--engine", "ray", "--no-cache"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "a Ray worker failed: " in result.stderr and "/nonexistent/model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_an_address_that_does_not_answer_is_one_line_and_quick(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "d.csv", ["a", "b"], np.asarray(["x", "y"]))
     start = time.monotonic()

@@ -134,15 +134,21 @@ class _EmbedAndWrite:
         from protoshot.data import EmbeddingTable
 
         items = [str(x) if isinstance(x, np.str_) else x for x in batch["item"].tolist()]
+        labels = batch["label"].tolist()
+        ids = (
+            batch["id"].tolist()
+            if "id" in batch
+            else [row_id(item, label) for item, label in zip(items, labels, strict=True)]
+        )
         vectors = self._embed(
             items, self.embedder, cache=self.cache, batch_size=self.batch_size, progress=False
         )
         table = EmbeddingTable.from_arrays(
-            vectors, batch["label"].tolist(), ids=batch["id"].tolist(),
+            vectors, labels, ids=ids,
             model=self.embedder.spec, fingerprint=self.embedder.fingerprint,
         )  # fmt: skip
         table.save(self.out / f"part-{secrets.token_hex(8)}.parquet")
-        return {"id": batch["id"]}
+        return {"id": np.asarray(ids)}
 
 
 def embed_dataset(
@@ -153,14 +159,20 @@ def embed_dataset(
     workers: int = 1,
     batch_size: int = 32,
     cache: CacheArg = True,
-    max_restarts: int = 3,
 ) -> int:
-    """Embed the rows of the Ray dataset ``ds`` (columns ``item``, ``label`` and ``id``, see
-    :func:`row_id`) into Parquet shards in ``out``; returns the rows embedded.
+    """Embed the rows of the Ray dataset ``ds`` (columns ``item`` and ``label``, and ``id``
+    if you have them, else :func:`row_id`) into Parquet shards in ``out``; returns the rows
+    embedded.
 
     ``embedder``: a spec (``"minilm"``) or a function that builds one (called once per actor).
     ``cache``: each actor's embedding cache (a folder on its node; ``True``: the user's).
-    An actor that dies is restarted (up to ``max_restarts`` times) and its batch run again.
+    An actor that dies is restarted by Ray Data and its batch run again.
+
+    Raises
+    ------
+    RuntimeError
+        When the actors cannot do the work (the model does not load, an extra is missing):
+        the worker's own reason, in one line.
     """
     from protoshot.pipeline import embedder_for
 
@@ -173,11 +185,14 @@ def embed_dataset(
         fn_constructor_args=(make, str(out), batch_size, cache, _threads_each(workers)),
         batch_size=SHARD_ROWS,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        ray_remote_args_fn=lambda: {"max_restarts": max_restarts, "max_task_retries": max_restarts},
+        compute=ray.data.ActorPoolStrategy(size=workers),  # Ray Data restarts a dead actor
         **resources,
     )
-    return int(done.count())
+    try:
+        return int(done.count())
+    except ray.exceptions.RayError as err:  # the worker's reason is its traceback's last line
+        reason = next((line for line in reversed(str(err).splitlines()) if line.strip()), "")
+        raise RuntimeError(f"a Ray worker failed: {reason.strip()}") from None
 
 
 def _threads_each(workers: int) -> int:
