@@ -23,6 +23,7 @@ from protoshot.cli._common import (
     SourceArgument,
     TextColumnOption,
     cache_arg,
+    plain,
     stderr,
     user_errors,
 )
@@ -73,42 +74,29 @@ def embed_command(
     """Embed SOURCE with a frozen model and write a Parquet table of vectors and labels."""
     with user_errors():
         check_choice("engine", engine, ("local", "ray"))
+        common: dict[str, Any] = {
+            "model": model, "output": output, "text_column": text_column,
+            "label_column": label_column, "delimiter": delimiter, "batch_size": batch_size,
+            "download": download, "cache": cache_arg(no_cache, cache_dir),
+        }  # fmt: skip
         if engine == "ray":
-            summary = _run_on_ray(
-                source, model=model, output=output, text_column=text_column,
-                label_column=label_column, delimiter=delimiter, batch_size=batch_size,
-                download=download, address=address, workers=workers,
-                cache=cache_arg(no_cache, cache_dir),
-            )  # fmt: skip
-            if as_json:
-                typer.echo(json.dumps(summary))
-            else:
-                stderr().print(
-                    f"{summary['embedded']} rows embedded on Ray ({workers} actors), "
-                    f"{summary['already_done']} already in {summary['output']}: "
-                    f"{summary['samples']} samples, {summary['seconds']:.1f} s"
-                )
-            return
-        summary = _run(
-            source,
-            model=model,
-            output=output,
-            text_column=text_column,
-            label_column=label_column,
-            delimiter=delimiter,
-            batch_size=batch_size,
-            device=device,
-            cache=cache_arg(no_cache, cache_dir),
-            force=force,
-            download=download,
-        )
+            summary = _run_on_ray(source, address=address, workers=workers, **common)
+        else:
+            summary = _run(source, device=device, force=force, **common)
     if as_json:
         typer.echo(json.dumps(summary))
+    elif engine == "ray":
+        stderr().print(
+            f"{summary['embedded']} rows embedded on Ray ({workers} actors), "
+            f"{summary['already_done']} already in {plain(summary['output'])}: "
+            f"{summary['samples']} samples, {summary['seconds']:.1f} s"
+        )
     else:
         stderr().print(
             f"{summary['samples']} samples, {summary['classes']} classes, dim {summary['dim']} "
             f"with {summary['model']}: cache {summary['cache_hits']} hits / "
-            f"{summary['cache_misses']} misses, {summary['seconds']:.1f} s -> {summary['output']}"
+            f"{summary['cache_misses']} misses, {summary['seconds']:.1f} s -> "
+            f"{plain(summary['output'])}"
         )
 
 
