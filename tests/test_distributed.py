@@ -21,8 +21,28 @@ from protoshot.data import EmbeddingTable, load_source
 from tests.conftest import DATA_DIR
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
 runner = CliRunner()
+
+
+def test_repeated_rows_get_their_own_ids_and_files_are_not_read(tmp_path: Path) -> None:
+    from protoshot.distributed import row_id, source_ids
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"not read")
+    ids = source_ids(["hi", "hi", "hi", "yo", image], ["g", "g", "x", "g", "c"])
+    assert len(set(ids)) == 5 and ids[0] == row_id("hi", "g") and ids[2] == row_id("hi", "x")
+    assert source_ids(["hi", "hi"], ["g", "g"]) == ids[:2]  # the same on every run
+
+
+def test_resuming_refuses_a_folder_of_another_model(tmp_path: Path) -> None:
+    from protoshot.distributed import done_ids
+
+    EmbeddingTable.from_arrays(np.ones((1, 2)), ["a"], ids=["k"], model="other").save(
+        tmp_path / "part-0.parquet"
+    )
+    assert done_ids(tmp_path) == {"k"}
+    with pytest.raises(ValueError, match="holds embeddings by 'other', not 'minilm'"):
+        done_ids(tmp_path, "minilm")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +73,7 @@ def write_csv(path: Path, texts: list[str], labels: np.ndarray) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ray_gives_the_vectors_of_one_process_and_resumes(
     local_ray, texts, tmp_path: Path, cache_dir: Path
 ) -> None:
@@ -109,6 +130,7 @@ class DiesOnce:
         return CallableEmbedder(fn, name="length", modality="text")
 
 
+@pytest.mark.slow
 def test_an_actor_killed_mid_run_still_yields_every_row_once(
     local_ray, texts, tmp_path: Path
 ) -> None:
@@ -128,6 +150,7 @@ def test_an_actor_killed_mid_run_still_yields_every_row_once(
     assert all(lengths[row_id(x, y)] == len(x) for x, y in zip(items, labels, strict=True))
 
 
+@pytest.mark.slow
 def test_a_run_killed_half_way_resumes_where_it_stopped(
     local_ray, texts, tmp_path: Path, cache_dir: Path
 ) -> None:
@@ -152,6 +175,7 @@ def test_a_run_killed_half_way_resumes_where_it_stopped(
     assert len(table) == 240 and len(set(table.ids.tolist())) == 240
 
 
+@pytest.mark.slow
 def test_actors_share_the_cpus_and_leave_room_for_reading(local_ray) -> None:
     from protoshot.distributed import actor_resources
 
@@ -163,6 +187,7 @@ def test_actors_share_the_cpus_and_leave_room_for_reading(local_ray) -> None:
         actor_resources(0)
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_load_the_model_fails_with_its_reason(
     local_ray, tmp_path: Path
 ) -> None:
@@ -174,6 +199,7 @@ def test_a_worker_that_cannot_load_the_model_fails_with_its_reason(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_address_that_does_not_answer_is_one_line_and_quick(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "d.csv", ["a", "b"], np.asarray(["x", "y"]))
     start = time.monotonic()

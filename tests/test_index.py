@@ -141,3 +141,32 @@ def test_a_served_index_follows_updates(tmp_path: Path, cache_dir: Path, banking
         assert r.status_code == 200
         after = httpx.post(url + "/v1/predict", json=ask).json()["predictions"][0]
         assert after["label"] == "pet_parcel"
+
+
+def test_an_update_reaches_the_shared_index_only_when_committed(tmp_path: Path) -> None:
+    served, _ = dense_and_indexed(PrototypeClassifier(temperature=1.0), "flat", n_classes=50)
+    served = served.use_index("flat", n_candidates=2)
+    served.classifier.save(tmp_path / "m")
+    failed = served.copy()
+    failed.remove_classes(["class 1"])  # never committed: the index must not lose it
+    x = served.classifier.prototypes_[[1]]
+    assert top1(served, x) == ["class 1"]
+    updated = served.copy()
+    far = np.full((3, D), 50.0)
+    updated.add_embeddings(far, ["new 1", "new 2", "new 3"])
+    updated.commit(tmp_path / "m")
+    # the served model's index now holds classes it does not know: it answers all the same
+    no_index = FewShotModel(served.embedder, served.classifier, cache=False)
+    assert top1(served, far) == top1(no_index, far)
+    assert top1(updated, far[:1]) in (["new 1"], ["new 2"], ["new 3"])
+
+
+def test_index_keys_follow_the_classes_own_values() -> None:
+    x, _ = clustered(40)
+    dense = FewShotModel(
+        CallableEmbedder(lambda items: torch.zeros(len(items), D), name="zeros"),
+        PrototypeClassifier(temperature=1.0).fit(x, np.arange(40, dtype=float)), cache=False,
+    ).use_index("flat")  # fmt: skip
+    dense.add_embeddings(x[:2], [1, 1])  # ints for the float class 1.0
+    dense.predict_embeddings(x[:1])
+    assert dense.index.index.ntotal == 40

@@ -293,3 +293,45 @@ def check_prefix(folder: Path, acknowledged: int) -> None:
     assert n >= acknowledged + 1, f"acknowledged shot {acknowledged} is lost ({n} shots)"
     np.testing.assert_array_equal(model.support_, np.concatenate([shot(k) for k in range(n)]))
     assert model.classes_[model.support_codes_].tolist() == [label(k) for k in range(n)]
+
+
+def test_a_stale_copy_cannot_commit_over_an_update_another_copy_committed(tmp_path: Path) -> None:
+    import copy
+
+    model, folder = fitted(tmp_path)
+    stale = copy.copy(model)
+    model.partial_fit(np.ones((1, D)), ["e"])
+    model.commit(folder)
+    stale.partial_fit(np.ones((1, D)), ["f"])
+    with pytest.raises(ValueError, match="holds an update committed after this model was read"):
+        stale.commit(folder)
+    assert "e" in load_estimator(folder).classes_.tolist()  # the acknowledged one is kept
+
+
+def test_a_snapshot_needs_committed_updates_and_the_current_journal(tmp_path: Path) -> None:
+    model, folder = fitted(tmp_path)
+    model.partial_fit(np.ones((1, D)), ["b"])
+    with pytest.raises(ValueError, match="commit the model's updates before writing a snapshot"):
+        model.write_snapshot(folder)  # else they would be in the snapshot and replayed again
+    model.commit(folder)
+    old = model.write_snapshot(folder)
+    model.install_snapshot(folder, model.write_snapshot(folder))
+    model.partial_fit(np.ones((1, D)), ["f"])
+    model.commit(folder)
+    with pytest.raises(ValueError, match="taken before the folder's last compaction"):
+        model.install_snapshot(folder, old)
+    same(load_estimator(folder), model)
+
+
+def test_compaction_moves_whole_entries_only(tmp_path: Path) -> None:
+    model, folder = fitted(tmp_path)
+    model.partial_fit(np.ones((1, D)), ["a"])
+    model.commit(folder)
+    with journal_path(folder).open("ab") as f:
+        f.write(journal.encode([Change("add", ("b",), np.ones((1, D)))])[:30])  # a crash
+    with pytest.warns(UserWarning, match="incomplete last entry"):
+        loaded = load_estimator(folder)
+    loaded.install_snapshot(folder, loaded.write_snapshot(folder))
+    loaded.partial_fit(np.full((1, D), 2.0), ["c"])
+    loaded.commit(folder)
+    same(load_estimator(folder), loaded)

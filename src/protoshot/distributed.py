@@ -44,15 +44,31 @@ def _ray() -> Any:
     return ray
 
 
-def row_id(item: Any, label: Any) -> str:
-    """A stable id of a row: a SHA-256 of its item's content (text, or a file's bytes) and label."""
+def row_id(item: Any, label: Any, occurrence: int = 0) -> str:
+    """A stable id of a row: a SHA-256 of its item and label, and of ``occurrence`` (the
+    same item and label met again in one source is another row).
+
+    A text is hashed as it is; a file (a ``pathlib.Path``: an image folder's items) by its
+    path, size and modification time, so listing a folder never reads every file on the driver.
+    """
     digest = hashlib.sha256()
-    if isinstance(item, (str, bytes)):
-        digest.update(item.encode() if isinstance(item, str) else item)
-    else:
-        digest.update(Path(item).read_bytes())
-    digest.update(b"\0" + str(label).encode())
+    if isinstance(item, os.PathLike):
+        stat = Path(item).stat()
+        item = f"{Path(item).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    digest.update(item.encode() if isinstance(item, str) else bytes(item))
+    digest.update(f"\0{label}\0{occurrence}".encode())
     return digest.hexdigest()[:32]
+
+
+def source_ids(items: Sequence[Any], labels: Sequence[Any] | np.ndarray) -> list[str]:
+    """:func:`row_id` of each row of a source, repeats counted in order."""
+    seen: dict[str, int] = {}
+    ids = []
+    for item, label in zip(items, labels, strict=True):
+        first = row_id(item, label)
+        ids.append(first if first not in seen else row_id(item, label, seen[first]))
+        seen[first] = seen.get(first, 0) + 1
+    return ids
 
 
 def connect(address: str | None = None, *, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -135,11 +151,7 @@ class _EmbedAndWrite:
 
         items = [str(x) if isinstance(x, np.str_) else x for x in batch["item"].tolist()]
         labels = batch["label"].tolist()
-        ids = (
-            batch["id"].tolist()
-            if "id" in batch
-            else [row_id(item, label) for item, label in zip(items, labels, strict=True)]
-        )
+        ids = batch["id"].tolist() if "id" in batch else source_ids(items, labels)
         vectors = self._embed(
             items, self.embedder, cache=self.cache, batch_size=self.batch_size, progress=False
         )
@@ -200,12 +212,27 @@ def _threads_each(workers: int) -> int:
     return max(1, int(_ray().cluster_resources().get("CPU", 1) // workers))
 
 
-def done_ids(out: str | os.PathLike[str]) -> set[str]:
-    """The row ids already written to ``out``'s shards (read from their ``id`` column only)."""
+def done_ids(out: str | os.PathLike[str], spec: str | None = None) -> set[str]:
+    """The row ids already written to ``out``'s shards (read from their ``id`` column only).
+
+    Raises
+    ------
+    ValueError
+        If the shards were embedded by another model than ``spec``: resuming would mix them.
+    """
+    import json
+
     import pyarrow.parquet as pq
 
     found: set[str] = set()
     for shard in sorted(Path(out).glob("part-*.parquet")):
+        if spec is not None:
+            meta = json.loads((pq.read_schema(shard).metadata or {}).get(b"protoshot", b"{}"))
+            if meta.get("model") not in (None, "", spec):
+                raise ValueError(
+                    f"{out} holds embeddings by {meta['model']!r}, not {spec!r}: write to "
+                    "another folder"
+                )
         found.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
     return found
 
@@ -225,8 +252,8 @@ def embed_source(
     the rows already there; returns (rows embedded now, rows already done)."""
     ray = _ray()
     connect(address)
-    ids = [row_id(item, label) for item, label in zip(items, labels, strict=True)]
-    skip = done_ids(out) if Path(out).is_dir() else set()
+    ids = source_ids(items, labels)
+    skip = done_ids(out, embedder if isinstance(embedder, str) else None)
     todo = [i for i, key in enumerate(ids) if key not in skip]
     if not todo:
         return 0, len(items)

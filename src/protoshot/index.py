@@ -170,7 +170,8 @@ class IndexedClasses:
 
     def refresh(self, estimator: Any, labels: Sequence[Any]) -> None:
         """Bring the prototypes of ``labels`` up to date: moved, new, or gone from ``estimator``."""
-        labels = list(dict.fromkeys(labels))
+        # as the classes' own values (a label 1 of float classes is the class 1.0, keyed so)
+        labels = list(dict.fromkeys(np.asarray(labels, dtype=estimator.classes_.dtype).tolist()))
         present = np.isin(np.asarray(labels), estimator.classes_)
         keys = label_ids(labels)
         if (~present).any():
@@ -192,6 +193,12 @@ class IndexedClasses:
         k = min(self.n_candidates, len(estimator.classes_))
         keys, _ = self.index.search(query, k)
         positions = self._positions(estimator, keys)
+        lost = (positions < 0).all(axis=1)  # the index was ahead of this model (an update)
+        if lost.any():  # those queries are scored against every class instead
+            scores = estimator.decision_function(np.asarray(X)[lost]).reshape(int(lost.sum()), -1)
+            if scores.shape[1] == 1:  # scikit-learn's one column for two classes
+                scores = np.concatenate([-scores, scores], axis=1)
+            positions[lost] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return positions, estimator.candidate_proba(X, positions)
 
     def _positions(self, estimator: Any, keys: np.ndarray) -> np.ndarray:

@@ -104,6 +104,7 @@ class FewShotModel:
         self.cache = cache
         self.batch_size = batch_size
         self.index = index
+        self._unindexed: list[Any] = []  # classes changed since the index last saw them
 
     def use_index(
         self, kind: str = "auto", *, n_candidates: int = 32, nprobe: int | None = None
@@ -113,11 +114,20 @@ class FewShotModel:
         are over those. For 10^5 classes and more; kept in step with every update."""
         index = IndexedClasses(PrototypeIndex(kind, nprobe=nprobe), n_candidates)
         self.index = index.build(self.classifier)
+        self._unindexed = []
         return self
 
     def _reindex(self, labels: Sequence[Any]) -> None:
+        """Note classes whose prototypes changed: the index (shared by the copies of this model)
+        takes them when this model is committed or first answers, never before, so a copy whose
+        update fails leaves the index as it was."""
         if self.index is not None:
-            self.index.refresh(self.classifier, labels)
+            self._unindexed = [*self._unindexed, *labels]
+
+    def _bring_index_up_to_date(self) -> None:
+        if self.index is not None and self._unindexed:
+            self.index.refresh(self.classifier, self._unindexed)
+            self._unindexed = []
 
     # ------------------------------------------------------------------ embeddings
     def embed(self, items: Sequence[Any]) -> np.ndarray:
@@ -227,14 +237,16 @@ class FewShotModel:
         Cheap: the estimator's arrays are shared, since every update replaces the arrays it
         changes rather than writing into them.
         """
-        return FewShotModel(
+        twin = FewShotModel(
             self.embedder,
             copy.copy(self.classifier),
             rejection=self.rejection,
             cache=self.cache,
             batch_size=self.batch_size,
-            index=self.index,  # shared: kept in step by whichever copy is updated
+            index=self.index,  # shared: kept in step by whichever copy is committed
         )
+        twin._unindexed = self._unindexed  # replaced, never written into
+        return twin
 
     @property
     def classes(self) -> list[Any]:
@@ -273,6 +285,7 @@ class FewShotModel:
         if self.index is None:
             positions, proba = _every_class(self.classifier.predict_proba(vectors))
         else:
+            self._bring_index_up_to_date()
             positions, proba = self.index.candidates(self.classifier, vectors)
         return _predictions(
             positions, proba, self.classifier.classes_, top_k, self._rejected(vectors)
@@ -423,6 +436,7 @@ class FewShotModel:
         if changed:
             self.classifier.update([Change("metadata", metadata=changed)])
         path = self.classifier.commit(directory)
+        self._bring_index_up_to_date()
         if compact and self.needs_compaction(path):
             self.save(path, overwrite=True)
         return path
@@ -562,7 +576,8 @@ def _predictions(
     """Answers from the probabilities [n, k] of the classes at ``positions`` [n, k] (all classes,
     or an index's candidates; ``-1``: none): the top ``top_k``, "unknown" where ``rejected``."""
     k = min(top_k, int((positions >= 0).sum(axis=1).min()))
-    order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    ranked = np.where(positions >= 0, proba, -np.inf)  # a candidate of no class comes last
+    order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
     rows = np.arange(len(proba))[:, None]
     best, p = positions[rows, order], proba[rows, order]
     rejected = np.zeros(len(proba), bool) if rejected is None else rejected

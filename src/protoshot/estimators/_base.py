@@ -49,7 +49,7 @@ class Compaction:
     where the journal stood when its model was taken."""
 
     config: dict[str, Any]
-    arrays_file: str
+    arrays: store.ArraysFile
     since: store.Position
 
 
@@ -337,6 +337,8 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         file yet). :meth:`install_snapshot` finishes it."""
         if self._position is None:
             raise ValueError("only a model read from or saved to a folder can be compacted")
+        if self._unsaved:
+            raise ValueError("commit the model's updates before writing a snapshot of it")
         config, arrays = self.snapshot()
         return Compaction(config, store.write_arrays(directory, arrays), self._position)
 
@@ -346,9 +348,14 @@ class FewShotEstimator(ClassifierMixin, BaseEstimator):
         holding the writer that commits, so no update comes between."""
         if self._unsaved or self._position is None:
             raise ValueError("commit the model's updates before installing a snapshot")
+        if compaction.since.file != self._position.file:
+            raise ValueError(
+                "the snapshot was taken before the folder's last compaction: write a new one"
+            )
         self._position = store.install_snapshot(
-            directory, compaction.config, compaction.arrays_file, since=compaction.since
-        )
+            directory, compaction.config, compaction.arrays, since=compaction.since,
+            upto=self._position,
+        )  # fmt: skip
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The model as a folder holds it: the config (JSON) and the arrays (safetensors)."""

@@ -42,10 +42,11 @@ from protoshot.store.journal import Change, Position
 from protoshot.store.lock import LOCK_FILE, FolderInUseError, FolderLock, folder_lock
 
 __all__ = [
-    "CONFIG_FILE", "FORMAT_VERSION", "LOCK_FILE", "MIGRATIONS", "Change", "FolderInUseError",
-    "FolderLock", "Position", "StoredModel", "append_changes", "atomic_path", "check_config",
-    "folder_lock", "install_snapshot", "is_model_folder", "needs_compaction", "read_config",
-    "read_model", "write_arrays", "write_atomically", "write_model",
+    "CONFIG_FILE", "FORMAT_VERSION", "LOCK_FILE", "MIGRATIONS", "ArraysFile", "Change",
+    "FolderInUseError", "FolderLock", "Position", "StoredModel", "append_changes",
+    "atomic_path", "check_config", "folder_lock", "install_snapshot", "is_model_folder",
+    "needs_compaction", "read_config", "read_model", "write_arrays", "write_atomically",
+    "write_model",
 ]  # fmt: skip
 
 FORMAT_VERSION = 3
@@ -95,6 +96,15 @@ def is_model_folder(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / CONFIG_FILE).is_file()
 
 
+@dataclass(frozen=True)
+class ArraysFile:
+    """A snapshot's arrays written into a folder: its file name, SHA-256 and size."""
+
+    name: str
+    sha256: str
+    size: int
+
+
 def write_model(
     folder: str | os.PathLike[str],
     config: dict[str, Any],
@@ -115,8 +125,8 @@ def write_model(
     return install_snapshot(path, config, write_arrays(path, arrays))
 
 
-def write_arrays(folder: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> str:
-    """Write a snapshot's arrays into ``folder`` (not yet in use); returns the file's name.
+def write_arrays(folder: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> ArraysFile:
+    """Write a snapshot's arrays into ``folder`` (not yet in use).
 
     The slow half of a snapshot, which needs no lock: nothing reads the file until
     :func:`install_snapshot` names it.
@@ -125,38 +135,45 @@ def write_arrays(folder: str | os.PathLike[str], arrays: dict[str, np.ndarray]) 
 
     path = Path(folder)
     data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
-    name = f"{ARRAYS_PREFIX}{hashlib.sha256(data).hexdigest()[:16]}{ARRAYS_SUFFIX}"
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{ARRAYS_PREFIX}{digest[:16]}{ARRAYS_SUFFIX}"
     write_atomically(path / name, data)
     previous = _named_by_config(path).get("arrays_file")
     if previous and previous != name and (path / previous).is_file():
         # a new name each save: it takes the mode its owner gave the previous arrays file
         os.chmod(path / name, (path / previous).stat().st_mode & 0o7777)
-    return name
+    return ArraysFile(name, digest, len(data))
 
 
 def install_snapshot(
     folder: str | os.PathLike[str],
     config: dict[str, Any],
-    arrays_file: str,
+    arrays: ArraysFile,
     *,
     since: Position | None = None,
+    upto: Position | None = None,
 ) -> Position:
-    """Make ``arrays_file`` (from :func:`write_arrays`) and ``config`` the folder's snapshot.
+    """Make ``arrays`` (from :func:`write_arrays`) and ``config`` the folder's snapshot.
 
-    ``since``: where the journal stood when the snapshot's model was taken; entries appended
-    after it move to the new journal (compaction while updates go on). Without it the journal
-    starts empty. Returns where the new journal ends. The caller holds the folder's writer.
+    ``since``: where the journal stood when the snapshot's model was taken, and ``upto``: where
+    it ends now (the current model's position, every update committed); the entries between
+    move to the new journal (compaction while updates go on). Without them the journal starts
+    empty. Returns where the new journal ends. The caller holds the folder's writer.
     """
     from protoshot import __version__
 
     path = Path(folder)
-    data = (path / arrays_file).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if not arrays_file.startswith(f"{ARRAYS_PREFIX}{digest[:16]}"):
-        raise ValueError(f"{path / arrays_file} does not match its name's checksum")
     tail = b""
-    if since is not None:
-        tail = (path / since.file).read_bytes()[since.length :]
+    if since is not None or upto is not None:
+        if since is None or upto is None or since.file != upto.file or since.length > upto.length:
+            raise ValueError(
+                f"a compaction must move the entries of one journal, from where its snapshot "
+                f"was taken to where it ends now; got {since} and {upto}"
+            )
+        with (path / since.file).open("rb") as f:
+            f.seek(since.length)
+            tail = f.read(upto.length - since.length)  # never a torn tail past the end
+    digest, arrays_file = arrays.sha256, arrays.name
     journal_name = f"{JOURNAL_PREFIX}{secrets.token_hex(8)}{JOURNAL_SUFFIX}"
     write_atomically(path / journal_name, journal.begin(digest) + tail)
     previous = _named_by_config(path)
@@ -212,11 +229,9 @@ def config_identity(folder: str | os.PathLike[str]) -> tuple[int, int, int] | No
 
 
 def needs_compaction(folder: str | os.PathLike[str], position: Position) -> bool:
-    """Whether the journal has grown past the snapshot (and :data:`COMPACT_AFTER_BYTES`)."""
-    path = Path(folder)
-    arrays_file = _named_by_config(path).get("arrays_file")
-    snapshot = (path / arrays_file).stat().st_size if arrays_file else 0
-    return position.length > max(COMPACT_AFTER_BYTES, snapshot)
+    """Whether the journal has grown past the snapshot (and :data:`COMPACT_AFTER_BYTES`);
+    answered from ``position`` alone, without reading the folder."""
+    return position.length > max(COMPACT_AFTER_BYTES, position.snapshot_bytes)
 
 
 #: Temporary files of :func:`atomic_path`; one older than this was left by a killed writer.
@@ -284,7 +299,7 @@ def read_model(folder: str | os.PathLike[str], attempts: int = 3) -> StoredModel
             replay = journal.read(path, config["journal_file"], config["arrays_sha256"])
         except FileNotFoundError:
             continue
-        position = dataclasses.replace(replay.position, config=identity)
+        position = dataclasses.replace(replay.position, config=identity, snapshot_bytes=len(data))
         return StoredModel(config, arrays, arrays_path, replay.changes, position)
     raise ValueError(
         f"{arrays_path} or its journal is missing, or does not match config.json's checksum"

@@ -78,6 +78,8 @@ class Position:
     file: str
     length: int
     config: tuple[int, int, int] | None = None
+    #: The size of the snapshot's arrays file: when the journal outgrows it, compact.
+    snapshot_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -247,9 +249,11 @@ def _changes(payload: bytes, path: Path, entry: int) -> list[Change]:
 def append(folder: Path, position: Position, changes: Sequence[Change]) -> Position:
     """Append one entry after ``position`` and make it durable; returns the new end.
 
-    Bytes past ``position`` (an earlier append that failed half-way) are cut off first; a
-    journal shorter than ``position`` was changed by someone else, and is refused. On failure
-    the journal is cut back to ``position``, so nothing unacknowledged is left to replay.
+    Bytes past ``position`` that are not a whole record (an earlier append that failed
+    half-way) are cut off first; a whole record there is an update another copy of the model
+    committed, and the journal is refused, as is one shorter than ``position``: cutting it would
+    lose an acknowledged update. On failure the journal is cut back to ``position``, so nothing
+    unacknowledged is left to replay.
     """
     record = encode(changes)
     path = folder / position.file
@@ -261,6 +265,13 @@ def append(folder: Path, position: Position, changes: Sequence[Change]) -> Posit
                 f"{path} is shorter than when this model read it ({size} < {position.length} "
                 "bytes): another process changed the folder"
             )
+        if size > position.length:
+            extra = os.pread(fd, size - position.length, position.length)
+            if _payload_at(extra, 0) is not None or _any_record_after(extra, 0):
+                raise ValueError(
+                    f"{path} holds an update committed after this model was read (by another "
+                    "copy of it): load the folder again before changing it"
+                )
         try:
             if size > position.length:
                 os.ftruncate(fd, position.length)
