@@ -195,10 +195,8 @@ class IndexedClasses:
         positions = self._positions(estimator, keys)
         lost = (positions < 0).all(axis=1)  # the index was ahead of this model (an update)
         if lost.any():  # those queries are scored against every class instead
-            scores = estimator.decision_function(np.asarray(X)[lost]).reshape(int(lost.sum()), -1)
-            if scores.shape[1] == 1:  # scikit-learn's one column for two classes
-                scores = np.concatenate([-scores, scores], axis=1)
-            positions[lost] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            every = estimator.predict_proba(np.asarray(X)[lost])  # [n_lost, n_classes]
+            positions[lost] = np.argsort(-every, axis=1, kind="stable")[:, :k]
         return positions, estimator.candidate_proba(X, positions)
 
     def _positions(self, estimator: Any, keys: np.ndarray) -> np.ndarray:
