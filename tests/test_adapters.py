@@ -30,6 +30,9 @@ BASE = {"spec": "toy", "fingerprint": "f" * 64, "dim": 32, "modality": "any"}
 FAST = AdapterSettings(dim=8, n_way=5, steps=300, eval_every=50, val_episodes=200)
 
 
+OPTIONS_ADDED_LATER = ("top_learning_rate", "grid", "schedule")  # with partial fine-tuning
+
+
 def naive_loss(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     losses = []
     for s, q in zip(support, query, strict=True):  # episode by episode, class by class
@@ -81,6 +84,16 @@ def test_an_adapter_helps_on_classes_it_never_saw() -> None:
     assert again.fingerprint == adapter.fingerprint  # seeded: the same weights
     kept = max(adapter.history[1:], key=lambda h: h["accuracy"])
     assert adapter.accuracy == kept["accuracy"] and adapter.history[0]["step"] == 0
+
+
+def test_each_kind_has_its_defaults() -> None:
+    top = AdapterSettings.for_kind("top", steps=None, seed=3)
+    assert (top.kind, top.steps, top.grid, top.schedule, top.seed) == ("top", 750, 2, "cosine", 3)
+    assert AdapterSettings.for_kind("linear", steps=None) == AdapterSettings()
+    with pytest.raises(ValueError, match="schedule"):
+        AdapterSettings(schedule="step")
+    with pytest.raises(ValueError, match="grid must be >= 1"):
+        AdapterSettings(kind="top", grid=0)
 
 
 def test_held_out_classes_and_refusals() -> None:
@@ -136,6 +149,9 @@ def test_saved_as_safetensors_and_json_and_checked_on_load(kind, tmp_path: Path)
     (folder / "adapter.json").write_text(json.dumps({**config, "base": {}}))
     with pytest.raises(ValueError, match="holds a damaged adapter"):
         Adapter.load(folder)
+    older = {k: v for k, v in config["settings"].items() if k not in OPTIONS_ADDED_LATER}
+    (folder / "adapter.json").write_text(json.dumps({**config, "settings": older}))
+    assert Adapter.load(folder).fingerprint == trained.fingerprint  # an earlier adapter loads
     (folder / "adapter.json").write_text(json.dumps({**config, "format_version": 9}))
     with pytest.raises(ValueError, match="is not an adapter of format 1"):
         Adapter.load(folder)
@@ -268,3 +284,90 @@ def test_the_adapter_embedder_is_its_base_then_its_head(cache_dir: Path, tmp_pat
     ).save(tmp_path / "b")
     with pytest.raises(ValueError, match="other weights or preprocessing"):
         create_embedder(f"adapter:{tmp_path / 'b'}")
+
+
+def omniglot_folder(root: Path, split: str, n_classes: int, n_images: int) -> Path:
+    """``n_classes`` characters of an Omniglot split as an image folder (one sub-folder per
+    class, ``n_images`` links each)."""
+    characters = sorted((DATA_DIR / "omniglot" / split).iterdir())[:n_classes]
+    for character in characters:
+        folder = root / character.name
+        folder.mkdir(parents=True)
+        for image in sorted(character.iterdir())[:n_images]:
+            (folder / image.name).symlink_to(image)
+    return root
+
+
+@pytest.mark.slow
+def test_the_lower_part_and_the_top_are_the_whole_model(cache_dir: Path) -> None:
+    from protoshot.embedders import create_embedder, embed, lower_part, upper_part
+
+    images = sorted((DATA_DIR / "omniglot" / "images_evaluation").glob("*/*.png"))[:6]
+    assert len(images) == 6
+    whole = create_embedder("efficientnet-lite0")
+    lower = create_embedder(lower_part("efficientnet-lite0?runtime=torch"))
+    assert lower.spec == "efficientnet-lite0?features=lower" and lower.dim == 192 * 7 * 7
+    assert lower.fingerprint != whole.fingerprint  # maps and features never share a cache entry
+    maps = embed(images, lower, cache=cache_dir)
+    top = upper_part(lower.spec)
+    with torch.inference_mode():
+        features = top(torch.from_numpy(maps)).numpy()
+    np.testing.assert_allclose(features, embed(images, whole, cache=cache_dir), atol=1e-4)
+    top.train()  # BatchNorm keeps its ImageNet statistics while the top is fine-tuned
+    assert not any(m.training for m in top.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        np.testing.assert_allclose(top(torch.from_numpy(maps)).numpy(), features, atol=1e-5)
+    with pytest.raises(ValueError, match=r"cannot be fine-tuned in part .*efficientnet-lite0"):
+        lower_part("minilm")
+    with pytest.raises(ValueError, match="is not the lower part of a model"):
+        upper_part("efficientnet-lite0")
+
+
+@pytest.mark.slow
+def test_partial_fine_tuning_end_to_end(cache_dir: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from protoshot.embedders import create_embedder, embed
+
+    base = omniglot_folder(tmp_path / "base", "images_background", 25, 6)
+    novel = omniglot_folder(tmp_path / "novel", "images_evaluation", 5, 6)
+    out = tmp_path / "top"
+    done = protoshot("adapt", base, "--model", "efficientnet-lite0", "--kind", "top", "-o", out,
+                     "--steps", "12", "--ways", "5", "--dim", "64", "--cache-dir", cache_dir,
+                     "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    adapter = Adapter.load(out)
+    assert summary["kind"] == "top" and summary["fingerprint"] == adapter.fingerprint
+    assert adapter.base["spec"] == "efficientnet-lite0?features=lower" and adapter.center is None
+    assert adapter.dim == 64 and adapter.settings.episodes_per_step == 1  # the top's defaults
+    assert [h["step"] for h in adapter.history][:1] == [0] and adapter.history[-1]["step"] == 12
+    # only the changed part is saved: the last block, the head convolution, the projection
+    names = load_file(out / "adapter.safetensors")
+    assert {n.split(".")[1] for n in names} == {"top", "center", "proj"}
+    assert not any("stem" in n or "_blocks" in n for n in names)
+    assert (out / "adapter.safetensors").stat().st_size < 10_000_000
+    # an embedder like any other: the lower part's cached maps, then the fine-tuned top
+    images = sorted(novel.rglob("*.png"))[:4]
+    maps = embed(images, create_embedder("efficientnet-lite0?features=lower"), cache=cache_dir)
+    adapted = create_embedder(f"adapter:{out}", cache=cache_dir)
+    assert adapted.fingerprint == adapter.fingerprint and adapted.dim == 64
+    np.testing.assert_allclose(
+        embed(images, adapted, cache=cache_dir), adapter.transform(maps), atol=1e-5
+    )
+    fitted = protoshot(
+        "fit", novel, "--adapter", out, "-o", tmp_path / "m", "--cache-dir", cache_dir
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    answer = protoshot("predict", tmp_path / "m", images[0], "--format", "jsonl", "--cache-dir",
+                       cache_dir)  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["label"] == images[0].parent.name  # its own shot
+    scored = protoshot("evaluate", novel, "--adapter", out, "--model", "efficientnet-lite0",
+                       "--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "20",
+                       "--cache-dir", cache_dir, "--json")  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    leak = protoshot("evaluate", base, "--adapter", out, "--cache-dir", cache_dir)
+    assert leak.returncode == 1 and "shares 25 classes with the adapter's base set" in leak.stderr
+    text = protoshot("adapt", base, "--model", "minilm", "--kind", "top", "-o", tmp_path / "t")
+    assert text.returncode == 1 and "'minilm' cannot be fine-tuned in part" in text.stderr

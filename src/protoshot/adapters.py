@@ -6,6 +6,11 @@ An adapter maps a base embedder's vectors through a small head (``linear``, ``re
 of a labelled base set: the classes it will be used on are never in it. Each step costs a
 matrix product on cached vectors, so training takes seconds to minutes on a CPU.
 
+Partial fine-tuning (``top``) is the same, one level down: the base vectors are the cached
+outputs of a model's frozen lower part (:func:`protoshot.embedders.lower_part`), and the head
+is the model's own pretrained top (:func:`protoshot.embedders.upper_part`: for EfficientNet-
+Lite0 its last block and head convolution), fine-tuned, followed by CL2N and a linear projection.
+
 The number of steps is chosen on validation classes that are not trained on (held-out base
 classes by default, or another data set): the head kept is the one with the best validation
 accuracy, and training stops once it has not improved for ``patience`` evaluations. For text,
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +42,15 @@ from protoshot._validation import check_choice
 from protoshot.episodes import EpisodeSampler
 from protoshot.labels import as_label_array
 
-KINDS = ("linear", "residual", "mlp")
+KINDS = ("linear", "residual", "mlp", "top")
+#: Settings for ``top`` that differ from the defaults: a step costs a pass of the top over
+#: every map, so one episode per step and fewer validations (chosen on Omniglot's background
+#: classes, never on the classes reported).
+TOP_DEFAULTS = {
+    "episodes_per_step": 1, "steps": 750, "eval_every": 250, "val_episodes": 300,
+    "learning_rate": 1e-3, "top_learning_rate": 5e-4, "grid": 2, "schedule": "cosine",
+}  # fmt: skip
+SCHEDULES = ("constant", "cosine")
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
 
@@ -45,8 +59,13 @@ WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
 class AdapterSettings:
     """How an adapter is trained (the defaults are the Omniglot scout's).
 
-    ``dim`` is the output size of ``linear`` and ``mlp`` heads (``None``: the input's);
-    a ``residual`` head keeps the input's. Each step averages the loss of
+    ``dim`` is the output size of ``linear``, ``mlp`` and ``top`` heads (``None``: the
+    input's); a ``residual`` head keeps the input's. ``top_learning_rate`` is the step size of
+    the fine-tuned pretrained layers of a ``top`` head (its projection takes
+    ``learning_rate``), and ``grid`` the side of the grid its maps are average-pooled on
+    before the projection (1: global pooling; characters need to know where their strokes
+    are). ``schedule`` ``cosine`` decays the step sizes to zero over ``steps``.
+    :meth:`for_kind` gives a kind's defaults. Each step averages the loss of
     ``episodes_per_step`` episodes of ``n_way`` classes, ``n_shot`` shots and ``n_query``
     queries. Validation: every ``eval_every`` steps, ``val_episodes`` 5-way episodes of
     ``val_shot`` shots on the validation classes.
@@ -60,6 +79,9 @@ class AdapterSettings:
     episodes_per_step: int = 4
     steps: int = 1500
     learning_rate: float = 1e-3
+    top_learning_rate: float = 5e-4
+    grid: int = 1
+    schedule: str = "constant"
     eval_every: int = 100
     patience: int = 5
     val_episodes: int = 500
@@ -68,14 +90,23 @@ class AdapterSettings:
 
     def __post_init__(self) -> None:
         check_choice("adapter kind", self.kind, KINDS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         for name in ("n_way", "n_shot", "n_query", "episodes_per_step", "steps", "eval_every",
-                     "patience", "val_episodes", "val_shot"):  # fmt: skip
+                     "patience", "val_episodes", "val_shot", "grid"):  # fmt: skip
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dim is not None and self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "top_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @classmethod
+    def for_kind(cls, kind: str, **settings: Any) -> AdapterSettings:
+        """Settings of ``kind`` with its own defaults (:data:`TOP_DEFAULTS` for ``top``);
+        ``settings`` given as ``None`` keep the default."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        return cls(kind=kind, **{**(TOP_DEFAULTS if kind == "top" else {}), **given})
 
 
 @dataclass
@@ -83,7 +114,8 @@ class Adapter:
     """A trained head over a base embedder's vectors; :meth:`transform` applies it."""
 
     head: torch.nn.Module
-    center: np.ndarray  # the base set's mean: inputs are centred and L2-normalised first
+    center: np.ndarray | None  # the base set's mean (inputs are centred and L2-normalised
+    # first); None for ``top``, whose maps go in as they are
     base: dict[str, Any]  # the base embedder's spec, fingerprint, dim and modality
     classes: list[Any]  # every class it was trained or validated on
     settings: AdapterSettings
@@ -102,7 +134,7 @@ class Adapter:
 
     @property
     def in_dim(self) -> int:
-        return int(self.center.shape[0])
+        return int(self.base["dim"])
 
     @property
     def dim(self) -> int:
@@ -125,9 +157,12 @@ class Adapter:
             raise ValueError(
                 f"the adapter takes vectors of {self.in_dim} features, got shape {list(x.shape)}"
             )
-        with torch.inference_mode():
-            out = self.head(_normalized(torch.from_numpy(x), torch.from_numpy(self.center)))
-        return out.numpy().astype(np.float32, copy=False)
+        return _apply(self.head, self._prepared(x)).numpy()
+
+    def _prepared(self, x: np.ndarray) -> torch.Tensor:
+        """Inputs as the head takes them: centred and L2-normalised, except for ``top``."""
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return inputs if self.center is None else _normalized(inputs, torch.from_numpy(self.center))
 
     def check_disjoint(self, labels: Sequence[Any] | np.ndarray, what: str) -> None:
         """A ValueError if ``labels`` share classes with the adapter's base set: a result on
@@ -144,7 +179,8 @@ class Adapter:
     # ---------------------------------------------------------------------------- files
     def _arrays(self) -> dict[str, np.ndarray]:
         weights = {k: v.detach().cpu().numpy() for k, v in self.head.state_dict().items()}
-        return {**{f"head.{k}": v for k, v in weights.items()}, "center": self.center}
+        center = {} if self.center is None else {"center": self.center}
+        return {**{f"head.{k}": v for k, v in weights.items()}, **center}
 
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write ``adapter.safetensors`` and ``adapter.json`` (which names the weights' SHA-256,
@@ -191,13 +227,16 @@ class Adapter:
         try:
             settings = AdapterSettings(**config["settings"])
             arrays = load(data)
-            in_dim = int(config["in_dim"])
-            head = make_head(settings, in_dim)
+            base = dict(config["base"])
+            if int(config["in_dim"]) != int(base["dim"]):
+                raise ValueError("in_dim is not the base embedder's dim")
+            center = None if settings.kind == "top" else arrays["center"]
+            head = make_head(settings, int(base["dim"]), base_spec=str(base["spec"]))
             weights = {k.removeprefix("head."): v for k, v in arrays.items() if k != "center"}
             head.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
             adapter = cls(
-                head.eval(), arrays["center"], dict(config["base"]), list(config["classes"]),
-                settings, list(config.get("history", [])),
+                head.eval(), center, base, list(config["classes"]), settings,
+                list(config.get("history", [])),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ValueError(f"{folder} holds a damaged adapter ({err})") from None
@@ -212,9 +251,14 @@ class Adapter:
         return adapter
 
 
-def make_head(settings: AdapterSettings, in_dim: int) -> torch.nn.Module:
-    """An untrained head of ``settings.kind`` for ``in_dim`` inputs (seeded by the caller)."""
+def make_head(settings: AdapterSettings, in_dim: int, *, base_spec: str = "") -> torch.nn.Module:
+    """An untrained head of ``settings.kind`` for ``in_dim`` inputs (seeded by the caller);
+    ``top`` continues the model whose lower part ``base_spec`` is, from its pretrained weights."""
     out = settings.dim or in_dim
+    if settings.kind == "top":
+        from protoshot.embedders import upper_part
+
+        return _Top(upper_part(base_spec), out, settings.grid)
     if settings.kind == "linear":
         return torch.nn.Linear(in_dim, out, bias=False)
     if settings.kind == "mlp":
@@ -234,6 +278,44 @@ class _Residual(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.delta(x)
+
+
+class _Top(torch.nn.Module):
+    """A model's pretrained top (fine-tuned), its maps average-pooled on a ``grid`` x ``grid``
+    grid, CL2N, a linear projection. The centre is a buffer, set from the base set."""
+
+    center: torch.Tensor
+
+    def __init__(self, top: Any, dim: int, grid: int) -> None:
+        super().__init__()
+        self.top: Any = top
+        self.grid = grid
+        features = int(top.dim) * grid * grid
+        self.register_buffer("center", torch.zeros(features))
+        self.proj = torch.nn.Linear(features, dim, bias=False)
+
+    def pooled(self, lower: torch.Tensor) -> torch.Tensor:
+        """The top's maps of ``lower`` [n, in_dim], pooled on the grid: [n, dim * grid**2]."""
+        maps = self.top.maps(lower)
+        return torch.nn.functional.adaptive_avg_pool2d(maps, self.grid).flatten(1)
+
+    def features(self, lower: torch.Tensor) -> torch.Tensor:
+        """The pooled features, centred and L2-normalised (the frozen ones before training);
+        ``lower`` [..., in_dim] as the vector heads take their inputs."""
+        pooled = self.pooled(lower.reshape(-1, lower.shape[-1]))
+        return _normalized(pooled, self.center).reshape(*lower.shape[:-1], -1)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(maps))
+
+
+def _apply(
+    transform: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
+    """``transform`` of ``x`` in inference mode, ``chunk`` rows at a time (a ``top`` head's
+    activations for a whole data set would not fit in memory)."""
+    with torch.inference_mode():
+        return torch.cat([transform(x[i : i + chunk]) for i in range(0, max(len(x), 1), chunk)])
 
 
 def _normalized(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
@@ -307,18 +389,35 @@ def train_adapter(
                 f"{', '.join(sorted(shared)[:3])}): validation must be on other classes"
             )
     torch.manual_seed(settings.seed)
-    center = x_train.mean(0).astype(np.float32)
-    inputs = _normalized(torch.from_numpy(x_train), torch.from_numpy(center))
-    head = make_head(settings, x.shape[1])
-    optimizer = torch.optim.Adam(head.parameters(), lr=settings.learning_rate)
+    head = make_head(settings, x.shape[1], base_spec=str(base.get("spec", "")))
+    frozen: Callable[[torch.Tensor], torch.Tensor] = torch.nn.Identity()
+    if isinstance(head, _Top):
+        center, inputs, x_val_in = None, torch.from_numpy(x_train), torch.from_numpy(x_val)
+        sample = inputs[:: max(1, len(inputs) // 2000)]  # the centre of the frozen features
+        head.center.copy_(_apply(head.eval().pooled, sample).mean(0))
+        frozen = head.features
+        groups = [
+            {"params": head.top.parameters(), "lr": settings.top_learning_rate},
+            {"params": head.proj.parameters(), "lr": settings.learning_rate},
+        ]
+    else:
+        center = x_train.mean(0).astype(np.float32)
+        inputs = _normalized(torch.from_numpy(x_train), torch.from_numpy(center))
+        x_val_in = _normalized(torch.from_numpy(x_val), torch.from_numpy(center))
+        groups = [{"params": head.parameters()}]
+    optimizer = torch.optim.Adam(groups, lr=settings.learning_rate)
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / settings.steps))
+    ) if settings.schedule == "cosine" else None  # fmt: skip
     sampler = EpisodeSampler(
         y_train, n_way=min(settings.n_way, len(np.unique(y_train))), n_shot=settings.n_shot,
         n_query=settings.n_query, n_episodes=settings.steps * settings.episodes_per_step,
         seed=settings.seed,
     )  # fmt: skip
-    validate = _validator(x_val, y_val, center, settings)
+    validate = _validator(x_val_in, y_val, settings)
     adapter = Adapter(head, center, dict(base), _all_classes(labels, y_val), settings)
-    adapter.history.append({"step": 0, "accuracy": validate(None), "seconds": 0.0})  # frozen
+    head.eval()
+    adapter.history.append({"step": 0, "accuracy": validate(frozen), "seconds": 0.0})
     best_accuracy, best_state, stale = -1.0, None, 0
     start = time.perf_counter()
     episodes = sampler.sample()
@@ -336,6 +435,8 @@ def train_adapter(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if decay is not None:
+            decay.step()
         accuracy = None
         if step % settings.eval_every == 0 or step == settings.steps:
             head.eval()
@@ -363,10 +464,10 @@ def _all_classes(*label_sets: np.ndarray) -> list[Any]:
 
 
 def _validator(
-    x: np.ndarray, y: np.ndarray, center: np.ndarray, settings: AdapterSettings
-) -> Callable[[torch.nn.Module | None], float]:
+    x: torch.Tensor, y: np.ndarray, settings: AdapterSettings
+) -> Callable[[Callable[[torch.Tensor], torch.Tensor]], float]:
     """Mean accuracy of 5-way prototypes (CL2N, squared Euclidean) on fixed validation
-    episodes, through a head (``None``: the frozen vectors)."""
+    episodes of the head's inputs ``x``, through a head (or the frozen features)."""
     from protoshot.evaluation import evaluate_episodes
 
     smallest = int(np.unique(y, return_counts=True)[1].min())
@@ -380,12 +481,9 @@ def _validator(
         n_query=min(15, smallest - settings.val_shot), n_episodes=settings.val_episodes,
         seed=settings.seed + 1,
     ).sample()  # fmt: skip
-    normalized = _normalized(torch.from_numpy(x), torch.from_numpy(center))
 
-    def accuracy(head: torch.nn.Module | None) -> float:
-        with torch.inference_mode():
-            vectors = normalized if head is None else head(normalized)
-        grid = evaluate_episodes(vectors.numpy(), episodes, normalizations=["cl2n"])
+    def accuracy(head: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        grid = evaluate_episodes(_apply(head, x).numpy(), episodes, normalizations=["cl2n"])
         return float(grid.results[0].mean)
 
     return accuracy

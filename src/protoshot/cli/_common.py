@@ -119,6 +119,15 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_ERROR) from None
 
 
+def _lower_part_or_none(model: str) -> str | None:
+    from protoshot.embedders import lower_part
+
+    try:
+        return lower_part(model)
+    except ValueError:
+        return None
+
+
 def with_adapter(model: str | None, adapter: Path | None) -> str | None:
     """The embedder spec for ``--model`` and ``--adapter``: ``adapter:FOLDER`` over its base.
 
@@ -134,7 +143,7 @@ def with_adapter(model: str | None, adapter: Path | None) -> str | None:
     base = adapter_base_spec(str(adapter))
     if not base:
         raise ValueError(f"{adapter} is not a readable adapter folder (no adapter.json)")
-    if model and model != base:
+    if model and base not in (model, _lower_part_or_none(model)):
         raise ValueError(f"{adapter} was trained over {base!r}, not --model {model!r}")
     return f"adapter:{Path(adapter).expanduser().resolve()}"
 

