@@ -201,11 +201,9 @@ def adapters(episodes: int) -> dict[str, Any]:
 
 def trained(base: Any, model: str, kind: str, validation: Any = None) -> tuple[Any, float]:
     """An adapter of ``kind`` with ``protoshot adapt``'s defaults, and its training seconds."""
-    from protoshot.adapters import AdapterSettings, train_adapter
+    from protoshot.adapters import AdapterSettings, describe, train_adapter
 
-    embedder = embedder_for(model)
-    described = {"spec": embedder.spec, "fingerprint": embedder.fingerprint,
-                 "dim": embedder.dim, "modality": embedder.modality}  # fmt: skip
+    described = describe(embedder_for(model))
     start = time.perf_counter()
     adapter = train_adapter(
         base.vectors, base.labels, described, settings=AdapterSettings.for_kind(kind, seed=0),
@@ -229,17 +227,18 @@ def adapt_top_from_nothing() -> tuple[Any, dict[str, Any]]:
 
     from protoshot.adapters import Adapter
 
-    folder = tempfile.mkdtemp(prefix="protoshot-top-")
-    command = [sys.executable, "-m", "protoshot", "adapt", "omniglot:background", "--model",
-               "efficientnet-lite0", "--kind", "top", "-o", f"{folder}/adapter", "--cache-dir",
-               f"{folder}/cache", "--json"]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        raise RuntimeError(done.stderr)
-    summary = {**json.loads(done.stdout), "command_seconds": seconds}
-    adapter = Adapter.load(f"{folder}/adapter")
+    with tempfile.TemporaryDirectory(prefix="protoshot-top-") as folder:
+        command = [sys.executable, "-m", "protoshot", "adapt", "omniglot:background", "--model",
+                   "efficientnet-lite0", "--kind", "top", "-o", f"{folder}/adapter",
+                   "--cache-dir", f"{folder}/cache", "--json"]  # fmt: skip
+        env = {**os.environ, "PROTOSHOT_DATA_DIR": os.path.abspath(ROOT)}  # the data evaluated
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+        summary = {**json.loads(done.stdout), "command_seconds": seconds}
+        adapter = Adapter.load(f"{folder}/adapter")
     console.print(
         f"top (partial fine-tuning): {seconds:.0f} s from nothing cached, validation "
         f"{100 * adapter.frozen_accuracy:.2f} -> {100 * adapter.accuracy:.2f} at step "

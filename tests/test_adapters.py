@@ -286,6 +286,78 @@ def test_the_adapter_embedder_is_its_base_then_its_head(cache_dir: Path, tmp_pat
         create_embedder(f"adapter:{tmp_path / 'b'}")
 
 
+class ToyTop(torch.nn.Module):
+    """A model's top in small: a 1x1 convolution and BatchNorm over 8 x 2 x 2 maps (the 32
+    features of :func:`strokes`), the same pretrained weights each time it is built."""
+
+    dim = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(8, 6, 1)
+        self.bn = torch.nn.BatchNorm2d(6)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(6, 8, 1, 1, generator=generator))
+            self.bn.running_mean.copy_(0.1 * torch.randn(6, generator=generator))
+        self.eval()
+
+    def maps(self, lower: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(lower.reshape(len(lower), 8, 2, 2))))
+
+    def forward(self, lower: torch.Tensor) -> torch.Tensor:
+        return self.maps(lower).mean(dim=(2, 3))
+
+    def train(self, mode: bool = True) -> ToyTop:
+        super().train(mode)
+        self.bn.eval()
+        return self
+
+
+@pytest.fixture
+def toy_split(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A registered model that splits (its top is :class:`ToyTop`): the lower part's spec."""
+    from protoshot.embedders import _registry
+
+    _registry._load_backends()
+    entry = _registry._Entry("toy-split", lambda **_: None, False, (), ToyTop)
+    monkeypatch.setitem(_registry._REGISTRY, "toy-split", entry)
+    return "toy-split?features=lower"
+
+
+def test_a_top_is_fine_tuned_on_its_lower_part(toy_split: str, tmp_path: Path) -> None:
+    from protoshot.cli._common import with_adapter
+
+    x, y = strokes(60, seed=0)
+    base = {**BASE, "spec": toy_split}
+    fast = {"dim": 8, "n_way": 5, "steps": 150, "eval_every": 50, "val_episodes": 200,
+            "learning_rate": 1e-2, "top_learning_rate": 1e-2}  # fmt: skip
+    adapter = train_adapter(x, y, base, settings=AdapterSettings.for_kind("top", **fast))
+    assert adapter.center is None and adapter.dim == 8 and adapter.settings.grid == 2
+    assert adapter.accuracy > adapter.frozen_accuracy + 0.05  # on the held-out base classes
+    novel_x, novel_y = strokes(30, seed=1)
+    assert accuracy(adapter.transform(novel_x), novel_y) > accuracy(novel_x, novel_y) + 0.05
+    top = adapter.head.top
+    assert not torch.equal(top.conv.weight, ToyTop().conv.weight)  # fine-tuned ...
+    torch.testing.assert_close(top.bn.running_mean, ToyTop().bn.running_mean)  # ... stats kept
+    constant = AdapterSettings.for_kind("top", **fast, schedule="constant")
+    other = train_adapter(x, y, base, settings=constant)
+    assert other.fingerprint != adapter.fingerprint  # the schedule is applied
+    folder = adapter.save(tmp_path / "top")
+    config = json.loads((folder / "adapter.json").read_text())
+    assert config["format_version"] == 2 and config["settings"]["grid"] == 2
+    loaded = Adapter.load(folder)
+    np.testing.assert_array_equal(loaded.transform(novel_x), adapter.transform(novel_x))
+    # --model may name the whole model (with runtime options) or its lower part
+    for model in ("toy-split", "toy-split?runtime=torch", toy_split):
+        assert with_adapter(model, folder) == f"adapter:{folder.resolve()}"
+    with pytest.raises(ValueError, match="was trained over 'toy-split\\?features=lower'"):
+        with_adapter("minilm", folder)
+    linear = train_adapter(x, y, BASE, settings=AdapterSettings(steps=5, val_episodes=20))
+    config = json.loads((linear.save(tmp_path / "linear") / "adapter.json").read_text())
+    assert config["format_version"] == 1 and not set(OPTIONS_ADDED_LATER) & set(config["settings"])
+
+
 def omniglot_folder(root: Path, split: str, n_classes: int, n_images: int) -> Path:
     """``n_classes`` characters of an Omniglot split as an image folder (one sub-folder per
     class, ``n_images`` links each)."""
@@ -308,6 +380,7 @@ def test_the_lower_part_and_the_top_are_the_whole_model(cache_dir: Path) -> None
     lower = create_embedder(lower_part("efficientnet-lite0?runtime=torch"))
     assert lower.spec == "efficientnet-lite0?features=lower" and lower.dim == 192 * 7 * 7
     assert lower.fingerprint != whole.fingerprint  # maps and features never share a cache entry
+    assert whole.fingerprint.startswith("4bfaf096")  # the pooled features' (cached) never moves
     maps = embed(images, lower, cache=cache_dir)
     top = upper_part(lower.spec)
     with torch.inference_mode():

@@ -43,15 +43,20 @@ from protoshot.episodes import EpisodeSampler
 from protoshot.labels import as_label_array
 
 KINDS = ("linear", "residual", "mlp", "top")
-#: Settings for ``top`` that differ from the defaults: a step costs a pass of the top over
-#: every map, so one episode per step and fewer validations (chosen on Omniglot's background
+#: Settings of ``top`` that differ from the other kinds': a training step runs a block on 120
+#: maps and a validation runs it on every validation map, so one episode a step, fewer steps
+#: and validations; a 2 x 2 grid and a cosine decay (chosen on Omniglot's held-out background
 #: classes, never on the classes reported).
 TOP_DEFAULTS = {
-    "episodes_per_step": 1, "steps": 750, "eval_every": 250, "val_episodes": 300,
-    "learning_rate": 1e-3, "top_learning_rate": 5e-4, "grid": 2, "schedule": "cosine",
+    "episodes_per_step": 1, "steps": 750, "eval_every": 250, "val_episodes": 300, "grid": 2,
+    "schedule": "cosine",
 }  # fmt: skip
 SCHEDULES = ("constant", "cosine")
+#: Format 1: the vector heads; format 2 adds ``top`` (and its settings), so a version that
+#: cannot run a ``top`` adapter says so rather than calling it damaged.
 FORMAT_VERSION = 1
+TOP_FORMAT_VERSION = 2
+TOP_SETTINGS = ("top_learning_rate", "grid", "schedule")  # not written for the vector heads
 WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
 
 
@@ -64,8 +69,8 @@ class AdapterSettings:
     the fine-tuned pretrained layers of a ``top`` head (its projection takes
     ``learning_rate``), and ``grid`` the side of the grid its maps are average-pooled on
     before the projection (1: global pooling; characters need to know where their strokes
-    are). ``schedule`` ``cosine`` decays the step sizes to zero over ``steps``.
-    :meth:`for_kind` gives a kind's defaults. Each step averages the loss of
+    are). ``schedule`` ``cosine`` decays the step sizes to zero over ``steps``. Build them with
+    :meth:`for_kind`, which gives each kind its own defaults. Each step averages the loss of
     ``episodes_per_step`` episodes of ``n_way`` classes, ``n_shot`` shots and ``n_query``
     queries. Validation: every ``eval_every`` steps, ``val_episodes`` 5-way episodes of
     ``val_shot`` shots on the validation classes.
@@ -194,14 +199,17 @@ class Adapter:
             raise FileExistsError(f"{folder} already holds an adapter: pass --force to replace it")
         folder.mkdir(parents=True, exist_ok=True)
         data = save({k: np.ascontiguousarray(v) for k, v in self._arrays().items()})
+        settings = asdict(self.settings)
+        if self.settings.kind != "top":  # readable by versions before partial fine-tuning
+            settings = {k: v for k, v in settings.items() if k not in TOP_SETTINGS}
         config = {
-            "format_version": FORMAT_VERSION,
+            "format_version": TOP_FORMAT_VERSION if self.settings.kind == "top" else FORMAT_VERSION,
             "kind": self.settings.kind,
             "in_dim": self.in_dim,
             "base": self.base,
             "fingerprint": self.fingerprint,
             "weights_sha256": hashlib.sha256(data).hexdigest(),
-            "settings": asdict(self.settings),
+            "settings": settings,
             "classes": [c if isinstance(c, (int, str)) else str(c) for c in self.classes],
             "history": self.history,
         }
@@ -220,8 +228,12 @@ class Adapter:
             data = (folder / WEIGHTS).read_bytes()
         except (OSError, ValueError) as err:
             raise ValueError(f"{folder} is not a readable adapter folder ({err})") from None
-        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}/{CONFIG} is not an adapter of format {FORMAT_VERSION}")
+        versions = (FORMAT_VERSION, TOP_FORMAT_VERSION)
+        if not isinstance(config, dict) or config.get("format_version") not in versions:
+            raise ValueError(
+                f"{folder}/{CONFIG} is not an adapter of format {FORMAT_VERSION} or "
+                f"{TOP_FORMAT_VERSION}"
+            )
         if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
             raise ValueError(f"{folder}/{WEIGHTS} is not the file {CONFIG} was written with")
         try:
@@ -251,14 +263,21 @@ class Adapter:
         return adapter
 
 
+def describe(embedder: Any) -> dict[str, Any]:
+    """What an adapter records of its base embedder: spec, fingerprint, dim and modality."""
+    return {"spec": embedder.spec, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
+            "modality": embedder.modality}  # fmt: skip
+
+
 def make_head(settings: AdapterSettings, in_dim: int, *, base_spec: str = "") -> torch.nn.Module:
     """An untrained head of ``settings.kind`` for ``in_dim`` inputs (seeded by the caller);
     ``top`` continues the model whose lower part ``base_spec`` is, from its pretrained weights."""
-    out = settings.dim or in_dim
     if settings.kind == "top":
         from protoshot.embedders import upper_part
 
-        return _Top(upper_part(base_spec), out, settings.grid)
+        top = upper_part(base_spec)
+        return _Top(top, settings.dim or int(top.dim), settings.grid)
+    out = settings.dim or in_dim
     if settings.kind == "linear":
         return torch.nn.Linear(in_dim, out, bias=False)
     if settings.kind == "mlp":
@@ -305,8 +324,8 @@ class _Top(torch.nn.Module):
         pooled = self.pooled(lower.reshape(-1, lower.shape[-1]))
         return _normalized(pooled, self.center).reshape(*lower.shape[:-1], -1)
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.features(maps))
+    def forward(self, lower: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(lower))
 
 
 def _apply(
@@ -372,6 +391,8 @@ def train_adapter(
     labels = as_label_array(y)
     if x.ndim != 2 or len(x) != len(labels) or not np.isfinite(x).all():
         raise ValueError("the base set needs finite vectors [n, D] and one label per vector")
+    if base.get("dim") is not None and int(base["dim"]) != x.shape[1]:
+        raise ValueError(f"the base embedder makes {base['dim']}-d vectors, got {x.shape[1]}-d")
     if validation is None:
         train_classes, val_classes = split_classes(labels, val_fraction, settings.seed)
         x_val, y_val = x[np.isin(labels, val_classes)], labels[np.isin(labels, val_classes)]
@@ -395,7 +416,7 @@ def train_adapter(
         center, inputs, x_val_in = None, torch.from_numpy(x_train), torch.from_numpy(x_val)
         sample = inputs[:: max(1, len(inputs) // 2000)]  # the centre of the frozen features
         head.center.copy_(_apply(head.eval().pooled, sample).mean(0))
-        frozen = head.features
+        frozen = head.top  # the model's own features (the validator centres and normalises)
         groups = [
             {"params": head.top.parameters(), "lr": settings.top_learning_rate},
             {"params": head.proj.parameters(), "lr": settings.learning_rate},

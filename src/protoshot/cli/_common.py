@@ -119,13 +119,20 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _lower_part_or_none(model: str) -> str | None:
+def _same_vectors(model: str) -> set[str]:
+    """Specs that give ``model``'s vectors or its lower part's (runtime options, which never
+    change a vector, left out)."""
     from protoshot.embedders import lower_part
+    from protoshot.embedders._registry import format_spec, parse_spec
 
+    key, rest, options = parse_spec(model)
+    for runtime_only in ("runtime", "batch_size", "device", "onnx_dir"):
+        options.pop(runtime_only, None)
+    plain = format_spec(f"{key}:{rest}" if rest else key, **options)
     try:
-        return lower_part(model)
+        return {model, plain, lower_part(plain)}
     except ValueError:
-        return None
+        return {model, plain}
 
 
 def with_adapter(model: str | None, adapter: Path | None) -> str | None:
@@ -143,7 +150,7 @@ def with_adapter(model: str | None, adapter: Path | None) -> str | None:
     base = adapter_base_spec(str(adapter))
     if not base:
         raise ValueError(f"{adapter} is not a readable adapter folder (no adapter.json)")
-    if model and base not in (model, _lower_part_or_none(model)):
+    if model and base not in _same_vectors(model):
         raise ValueError(f"{adapter} was trained over {base!r}, not --model {model!r}")
     return f"adapter:{Path(adapter).expanduser().resolve()}"
 

@@ -48,14 +48,19 @@ def adapt_command(
         typer.Option(min=1, help="Output size of a linear, mlp or top head (default 512)."),
     ] = 512,
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Most training steps (default 1500; top: 1000).")
+        int | None,
+        typer.Option(min=1, help="Most training steps (default 1500; top: 750)."),
     ] = None,
     ways: Annotated[int, typer.Option(min=2, help="Classes per training episode.")] = 20,
     shots: Annotated[int, typer.Option(min=1, help="Shots per class in training.")] = 1,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's step size.")] = 1e-3,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="Adam's step size (for top: of its projection).")
+    ] = 1e-3,
     top_learning_rate: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Adam's step size for the fine-tuned layers of a top head."),
+        typer.Option(
+            min=0.0, help="Adam's step size for the fine-tuned layers of a top head (5e-4)."
+        ),
     ] = None,
     validate_on: Annotated[
         str | None,
@@ -123,9 +128,11 @@ def _run(
     cache: Any, force: bool, as_json: bool,
 ) -> dict[str, Any]:  # fmt: skip
     from protoshot._progress import progress_bar
-    from protoshot.adapters import AdapterSettings, split_classes, train_adapter
+    from protoshot.adapters import AdapterSettings, describe, split_classes, train_adapter
     from protoshot.pipeline import load_embeddings
 
+    if top_learning_rate is not None and kind != "top":
+        raise ValueError("--top-learning-rate is for --kind top (the layers it fine-tunes)")
     if (output / "adapter.json").exists() and not force:
         raise ValueError(f"{output} already holds an adapter: pass --force to replace it")
     settings = AdapterSettings.for_kind(
@@ -154,8 +161,7 @@ def _run(
     if validate_on is not None:
         other = vectors(validate_on)
         validation = (other.vectors, other.labels)  # train_adapter refuses shared classes
-    described = {"spec": embedder.spec, "fingerprint": embedder.fingerprint,
-                 "dim": embedder.dim, "modality": embedder.modality}  # fmt: skip
+    described = describe(embedder)
     with progress_bar(
         None if not as_json else False, settings.steps, "training the adapter"
     ) as advance:

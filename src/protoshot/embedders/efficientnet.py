@@ -61,20 +61,21 @@ class _Lower(torch.nn.Module):
 
     def __init__(self, network: Any):
         super().__init__()
-        self.network = network
+        self.stem, self.bn, self.act = network._conv_stem, network._bn0, network._swish
+        self.blocks = torch.nn.ModuleList(network._blocks[:-1])
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        net = self.network
-        x = net._swish(net._bn0(net._conv_stem(pixels)))
-        for block in net._blocks[:-1]:
+        x = self.act(self.bn(self.stem(pixels)))
+        for block in self.blocks:
             x = block(x)
         return x.flatten(1)
 
 
 class EfficientNetTop(torch.nn.Module):
     """The last block, the head convolution and average pooling: flattened lower maps
-    [B, 9408] -> the pooled features [B, 1280] (:meth:`maps`: before pooling). BatchNorm keeps its ImageNet statistics in
-    training too (a few-shot episode is far too small to estimate them)."""
+    [B, 9408] -> the pooled features [B, 1280] (:meth:`maps`: before pooling). BatchNorm
+    keeps its ImageNet statistics in training too (an episode is far too small to estimate
+    them)."""
 
     def __init__(self, network: Any):
         super().__init__()
@@ -96,6 +97,7 @@ class EfficientNetTop(torch.nn.Module):
         return self.act(self.bn(self.conv_head(x)))
 
     def forward(self, lower: torch.Tensor) -> torch.Tensor:
+        """The pooled features [B, 1280] of flattened lower maps ``lower`` [B, 9408]."""
         return self.maps(lower).mean(dim=(2, 3))
 
     def train(self, mode: bool = True) -> EfficientNetTop:
@@ -163,7 +165,8 @@ class EfficientNetLite0Embedder(BatchedEmbedder):
         if features == "lower":
             self.spec = f"{self.spec}?features=lower"
             self._module: torch.nn.Module = _Lower(network).eval()
-            self._dim = int(np.prod(EfficientNetTop(network).in_shape))
+            side = IMAGE_SIZE // 32
+            self._dim = int(network._blocks[-1]._block_args.input_filters) * side * side
         else:
             self._module = _Features(network).eval()
             self._dim = int(network._conv_head.out_channels)
