@@ -334,7 +334,8 @@ def _apply(
     """``transform`` of ``x`` in inference mode, ``chunk`` rows at a time (a ``top`` head's
     activations for a whole data set would not fit in memory)."""
     with torch.inference_mode():
-        return torch.cat([transform(x[i : i + chunk]) for i in range(0, max(len(x), 1), chunk)])
+        parts = [transform(x[i : i + chunk]) for i in range(0, max(len(x), 1), chunk)]
+        return torch.cat(parts).cpu()
 
 
 def _normalized(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
@@ -373,6 +374,7 @@ def train_adapter(
     validation: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
     val_fraction: float = 0.2,
     progress: Callable[[int, int, float | None], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> Adapter:
     """Train an adapter on base vectors ``x`` [n, D] with labels ``y``.
 
@@ -385,6 +387,9 @@ def train_adapter(
         ``val_fraction`` of the base classes are held out of training for it.
     progress : callable, optional
         ``progress(step, steps, validation_accuracy_or_None)`` after each step.
+    device : str or torch.device, optional
+        Where to train (default: the best available, a GPU when there is one); the adapter
+        returned is on the CPU, where it embeds.
     """
     settings = settings or AdapterSettings()
     x = np.asarray(x, dtype=np.float32)
@@ -409,11 +414,15 @@ def train_adapter(
                 f"the validation set shares {len(shared)} classes with the base set (e.g. "
                 f"{', '.join(sorted(shared)[:3])}): validation must be on other classes"
             )
+    from protoshot._device import best_device
+
+    on = best_device(device)
     torch.manual_seed(settings.seed)
-    head = make_head(settings, x.shape[1], base_spec=str(base.get("spec", "")))
+    head = make_head(settings, x.shape[1], base_spec=str(base.get("spec", ""))).to(on)
     frozen: Callable[[torch.Tensor], torch.Tensor] = torch.nn.Identity()
     if isinstance(head, _Top):
-        center, inputs, x_val_in = None, torch.from_numpy(x_train), torch.from_numpy(x_val)
+        center = None
+        inputs, x_val_in = torch.from_numpy(x_train).to(on), torch.from_numpy(x_val).to(on)
         sample = inputs[:: max(1, len(inputs) // 2000)]  # the centre of the frozen features
         head.center.copy_(_apply(head.eval().pooled, sample).mean(0))
         frozen = head.top  # the model's own features (the validator centres and normalises)
@@ -423,8 +432,8 @@ def train_adapter(
         ]
     else:
         center = x_train.mean(0).astype(np.float32)
-        inputs = _normalized(torch.from_numpy(x_train), torch.from_numpy(center))
-        x_val_in = _normalized(torch.from_numpy(x_val), torch.from_numpy(center))
+        inputs = _normalized(torch.from_numpy(x_train), torch.from_numpy(center)).to(on)
+        x_val_in = _normalized(torch.from_numpy(x_val), torch.from_numpy(center)).to(on)
         groups = [{"params": head.parameters()}]
     optimizer = torch.optim.Adam(groups, lr=settings.learning_rate)
     decay = torch.optim.lr_scheduler.LambdaLR(
@@ -448,8 +457,8 @@ def train_adapter(
         ]
         head.train()
         loss = prototypical_loss(
-            head(inputs[torch.from_numpy(block.support)]),
-            head(inputs[torch.from_numpy(block.query)]),
+            head(inputs[torch.from_numpy(block.support).to(on)]),
+            head(inputs[torch.from_numpy(block.query).to(on)]),
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss diverged at step {step}: lower the learning rate")
@@ -476,7 +485,7 @@ def train_adapter(
             break
     if best_state is not None:  # the last step is always validated, so there is one
         head.load_state_dict(best_state)
-    head.eval()
+    head.to("cpu").eval()
     return adapter
 
 

@@ -167,7 +167,7 @@ def _run(
     ) as advance:
         adapter = train_adapter(
             table.vectors, table.labels, described, settings=settings, validation=validation,
-            val_fraction=val_fraction, progress=lambda *_: advance(1),
+            val_fraction=val_fraction, progress=lambda *_: advance(1), device=device,
         )  # fmt: skip
     adapter.save(output, overwrite=force)
     best = max(adapter.history[1:], key=lambda h: h["accuracy"])
