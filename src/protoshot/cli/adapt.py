@@ -89,9 +89,10 @@ def adapt_command(
     the data it is reported on. Use it as the embedder `adapter:OUTPUT` (`evaluate`, `fit`,
     `predict`, `serve`); evaluating it on classes of BASE is refused.
 
-    Images: on Omniglot a linear head lifts EfficientNet-Lite0 from 75% to about 92% (5-way
-    1-shot); --kind top fine-tunes the model's last block on cached maps of the rest (see the
-    README for its figures and time).
+    Images: on Omniglot (5-way 1-shot) a linear head lifts EfficientNet-Lite0 from 75% to about
+    92% in seconds; --kind top, which fine-tunes the model's last block on cached maps of the
+    layers below it, to about 96% in about 8 minutes on a 2-core CPU, embedding included.
+    Training runs on --device (a GPU when there is one).
     Text: an adapter trained on one intent data set has lowered accuracy on other intent sets
     by 8 to 10 points here; validate on another data set and keep it only if it wins there.
     """
