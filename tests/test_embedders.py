@@ -20,7 +20,7 @@ from protoshot.embedders import (
     embed,
     list_embedders,
 )
-from protoshot.embedders._runtime import require
+from protoshot.embedders._runtime import LENGTH_SPREAD, require, text_batches
 from tests._embed_fixtures import (
     BANKING77,
     OMNIGLOT,
@@ -146,12 +146,34 @@ def test_text_order_is_kept_though_batches_are_sorted_by_length() -> None:
         seen.append(texts)
         return text_features(texts)
 
-    texts = ["a", "a much longer text", "mid size", "", "xy"]
+    texts = ["a", "a much longer text", "mid size", "", "xy", "mid sized"]
     embedder = CallableEmbedder(model, name="m", modality="text", batch_size=2)
     np.testing.assert_array_equal(embedder.embed(texts), text_features(texts))
-    assert seen[0] == ["a much longer text", "mid size"]
+    # longest first, at most 2 a batch, and a batch ends where the length drops sharply
+    assert seen == [["a much longer text", "mid sized"], ["mid size"], ["xy", "a"], [""]]
     with pytest.raises(TypeError, match="item 1 is a int, not a str"):
         embedder.embed(["ok", 3])
+
+
+@given(
+    lengths=st.lists(st.integers(0, 400), max_size=60), batch_size=st.integers(1, 70)
+)  # fmt: skip
+def test_text_batches_cover_the_texts_and_cut_only_where_they_must(
+    lengths: list[int], batch_size: int
+) -> None:
+    texts = ["x" * n for n in sorted(lengths, reverse=True)]
+    chunks = list(text_batches(texts, batch_size))
+    assert [i for c in chunks for i in range(c.start, c.stop)] == list(range(len(texts)))
+    tokens = [2 + len(t) / 4.5 for t in texts]  # the estimate the rule uses
+    for chunk, after in zip(chunks, [*chunks[1:], None][: len(chunks)], strict=True):
+        size = chunk.stop - chunk.start
+        assert 1 <= size <= batch_size
+        assert all(
+            tokens[i] * LENGTH_SPREAD >= tokens[chunk.start]
+            for i in range(*chunk.indices(len(texts)))
+        )
+        if after is not None:  # a cut: the batch was full, or the next text is much shorter
+            assert size == batch_size or tokens[after.start] * LENGTH_SPREAD < tokens[chunk.start]
 
 
 def test_module_runs_in_eval_and_inference_mode() -> None:

@@ -465,6 +465,38 @@ def test_micro_batcher_groups_waiting_requests_and_keeps_order() -> None:
         batcher.embed([1])
 
 
+def test_requests_of_a_pass_share_one_call_of_their_finish() -> None:
+    gate, finished = threading.Event(), []
+
+    def embed(items: list[int]) -> np.ndarray:
+        gate.wait(5)  # the first pass blocks until every request is queued
+        return np.array(items, dtype=np.float32)[:, None]
+
+    def double(vectors: np.ndarray) -> list[float]:
+        finished.append(len(vectors))
+        return [float(v[0]) * 2 for v in vectors]
+
+    def fail(vectors: np.ndarray) -> list[float]:
+        raise ValueError("cannot finish")
+
+    batcher = MicroBatcher(embed, max_items=100)
+    first = batcher.submit([0])  # its pass starts at once, and waits on the gate
+    time.sleep(0.2)
+    shared = [batcher.submit([i, i + 10], double) for i in (1, 2, 3)]
+    plain = batcher.submit([4])
+    failing = batcher.submit([5], fail)
+    dropped = batcher.submit([6], double)
+    assert dropped.cancel()  # cancelled before its pass: never embedded, never finished
+    gate.set()
+    assert [f.result(timeout=10) for f in shared] == [[2.0, 22.0], [4.0, 24.0], [6.0, 26.0]]
+    np.testing.assert_array_equal(plain.result(timeout=10), [[4.0]])
+    with pytest.raises(ValueError, match="cannot finish"):
+        failing.result(timeout=10)
+    np.testing.assert_array_equal(first.result(timeout=10), [[0.0]])
+    assert finished[0] == 6  # the three requests' rows in one call
+    batcher.close()
+
+
 @pytest.mark.slow
 def test_a_class_described_over_http(model_dir: Path, cache_dir: Path) -> None:
     with serving(model_dir, cache_dir) as url:

@@ -17,6 +17,7 @@ from protoshot.embedders._runtime import (
     check_texts,
     inference,
     resolve_precision,
+    text_batches,
     to_numpy,
 )
 
@@ -27,7 +28,9 @@ class BatchedEmbedder:
     ``embed`` runs ``_forward`` on batches of ``batch_size`` items under
     ``torch.inference_mode()`` (and autocast on a GPU when ``precision`` asks for it), moves
     each batch to the CPU as float32 and returns the rows in input order. Texts are sorted by
-    length first, as sentence-transformers does, so each batch pads little.
+    length first, as sentence-transformers does, and a batch ends where lengths drop sharply
+    (:func:`~protoshot.embedders._runtime.text_batches`), so each batch pads little: also a
+    service's pass of a few requests' texts of any lengths.
     """
 
     spec: str
@@ -64,12 +67,14 @@ class BatchedEmbedder:
         float32 [n_items, dim]
         """
         items = list(items)
+        chunks = batches(len(items), self.batch_size)
         if self.modality == "text":
             texts = check_texts(items, self.spec)
             order = np.argsort([-len(t) for t in texts], kind="stable")
             items = [texts[i] for i in order]
+            chunks = text_batches(items, self.batch_size)
         parts = []
-        for chunk in batches(len(items), self.batch_size):
+        for chunk in chunks:
             with inference(self.device, self.precision):
                 output = self._forward(items[chunk])
             parts.append(to_numpy(output, chunk.stop - chunk.start))

@@ -76,6 +76,30 @@ def batches(n_items: int, batch_size: int) -> Iterator[slice]:
     return (slice(i, min(i + batch_size, n_items)) for i in range(0, n_items, batch_size))
 
 
+#: A text that would make fewer than ``1 / LENGTH_SPREAD`` of the tokens of the longest text of
+#: its batch starts a new batch: every text of a batch is padded to its longest, so a batch of
+#: mixed lengths (what a service's requests bring together) wastes most of its work on padding.
+LENGTH_SPREAD = 1.5
+
+
+def text_batches(texts: Sequence[str], batch_size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``batch_size`` texts (sorted longest first) covering them,
+    cut where a text is more than :data:`LENGTH_SPREAD` times shorter than its batch's first."""
+    start = 0
+    for i in range(1, len(texts)):
+        if i - start == batch_size or _tokens(texts[i]) * LENGTH_SPREAD < _tokens(texts[start]):
+            yield slice(start, i)
+            start = i
+    if texts:
+        yield slice(start, len(texts))
+
+
+def _tokens(text: str) -> float:
+    """About how many tokens a subword tokenizer makes of ``text``: one per 4.5 characters of
+    English, plus the 2 special tokens (so "hi" and "ok?" are not kept apart)."""
+    return 2 + len(text) / 4.5
+
+
 def check_texts(items: Sequence[Any], who: str) -> list[str]:
     """``items`` as a list of str, or a TypeError naming the first one that is not."""
     for i, item in enumerate(items):

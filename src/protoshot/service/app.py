@@ -8,23 +8,27 @@ serialised; the journal is folded into a new snapshot in the background.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from protoshot import __version__
 from protoshot.cache import CacheArg
-from protoshot.model import FewShotModel
+from protoshot.embedders import Embedder
+from protoshot.model import FewShotModel, Prediction
 from protoshot.service.admission import Admission, AdmissionLimit
 from protoshot.service.batching import MicroBatcher, Overloaded
 from protoshot.service.body_limit import BodyLimit
@@ -232,7 +236,7 @@ def create_app(
 
     def embed_pass(items: list[Any]) -> np.ndarray:
         metrics.batch.observe(len(items))
-        return state.model.embed(items)
+        return state.model.embed(items)  # texts of similar lengths are run together
 
     batcher = MicroBatcher(embed_pass, max_items=max_batch, max_waiting=waiting)
     ready = threading.Event()
@@ -282,9 +286,17 @@ def create_app(
         try:
             return _library(lambda: batcher.embed(items))
         except Overloaded as err:
-            raise HTTPException(
-                503, f"overloaded: {err}; retry later", headers={"Retry-After": str(RETRY_AFTER)}
-            ) from err
+            raise _overloaded(err) from err
+
+    async def classify(model: FewShotModel, items: list[Any], top_k: int) -> list[Prediction]:
+        """``items`` embedded and classified by ``model`` in the micro-batcher's next pass,
+        awaited on the event loop (no worker thread waits for the pass)."""
+        try:
+            return await asyncio.wrap_future(batcher.submit(items, _Classify(model, top_k)))
+        except Overloaded as err:
+            raise _overloaded(err) from err
+        except (ValueError, TypeError) as err:
+            raise HTTPException(422, str(err)) from err
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:
@@ -349,12 +361,12 @@ def create_app(
         }
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=_READ_ERRORS)
-    def predict(body: PredictRequest) -> dict[str, Any]:
+    async def predict(body: PredictRequest) -> dict[str, Any]:
         """Classify a batch of texts or base64 images; or upload image files as
         ``multipart/form-data`` (any field names, and an optional ``top_k`` field)."""
         model = state.model  # one consistent model for the whole request
-        vectors = embed(request_items(body, model.embedder, budget=budget))
-        predictions = model.predict_embeddings(vectors, top_k=body.top_k)
+        items = await _request_items(body, model.embedder, budget)
+        predictions = await classify(model, items, body.top_k)
         return {"predictions": [p.to_dict() for p in predictions], "model": _info(model)}
 
     @app.post(
@@ -454,6 +466,50 @@ def _warm_up_item(modality: str) -> Any:
 
         return Image.new("RGB", (32, 32))
     return "ready"
+
+
+@dataclass(frozen=True)
+class _Classify:
+    """Classify vectors with ``model`` at ``top_k``: the requests of one embedding pass that
+    share both are classified in one call (see :mod:`protoshot.service.batching`)."""
+
+    model: FewShotModel
+    top_k: int
+
+    def __call__(self, vectors: np.ndarray) -> list[Prediction]:
+        with _one_torch_thread():
+            return self.model.predict_embeddings(vectors, top_k=self.top_k)
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Let torch use one thread in the block, then as many as before.
+
+    The classifier's tensors are small (a pass's vectors against the prototypes). Spread over
+    torch's threads, which must wait for cores the embedder and the event loop are using, one
+    classification of 8 vectors took 7-30 ms on 2 busy cores instead of 0.5 ms on one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+async def _request_items(body: Items, embedder: Embedder, budget: Budget) -> list[Any]:
+    """:func:`request_items` for a handler on the event loop: texts are checked there (that
+    is cheap), images are decoded in a worker thread (that can take seconds)."""
+    if body.images is None:
+        return request_items(body, embedder, budget=budget)
+    return await run_in_threadpool(request_items, body, embedder, budget=budget)
+
+
+def _overloaded(err: Overloaded) -> HTTPException:
+    """The 503 for a request the micro-batcher's queue has no room for."""
+    return HTTPException(
+        503, f"overloaded: {err}; retry later", headers={"Retry-After": str(RETRY_AFTER)}
+    )
 
 
 def _info(model: FewShotModel) -> dict[str, Any]:
