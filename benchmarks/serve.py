@@ -22,8 +22,8 @@ each; the server runs with ``--no-cache``, so every request embeds its text.
    warm embedding cache, and the ``protoshot predict`` command (warm).
 
 The clients are one asyncio process speaking HTTP/1.1 over keep-alive connections, on the same
-cores as the server: about 0.1 ms of CPU a request, where httpx clients in threads took 1.3-1.5
-ms here (CPU the server and its model would otherwise have).
+cores as the server: far less CPU a request than httpx clients in threads (CPU the server and
+its model would otherwise have).
 
     python benchmarks/serve.py [--baseline REV] [--rounds 3] [--keep-up-only]
 """

@@ -36,12 +36,10 @@ SHARD_ROWS = 1024
 
 
 def _ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError as err:
-        raise ImportError("embedding on Ray needs it: pip install 'protoshot[ray]'") from err
-    return ray
+    from protoshot.embedders._runtime import require
+
+    require("ray.data", "ray", "embedding on Ray")
+    return require("ray", "ray", "embedding on Ray")
 
 
 def row_id(item: Any, label: Any, occurrence: int = 0) -> str:

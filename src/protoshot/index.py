@@ -33,11 +33,9 @@ TRAIN_PER_CELL = 40
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as err:
-        raise ImportError("a prototype index needs faiss: pip install 'protoshot[faiss]'") from err
-    return faiss
+    from protoshot.embedders._runtime import require
+
+    return require("faiss", "faiss", "a prototype index")
 
 
 def label_ids(labels: Sequence[Any]) -> np.ndarray:

@@ -16,8 +16,8 @@ Precision = Literal["fp32", "fp16", "bf16"]
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def require(module: str, extra: str) -> ModuleType:
-    """Import an optional dependency, or say which extra installs it.
+def require(module: str, extra: str, who: str = "this embedder") -> ModuleType:
+    """Import an optional dependency, or say which extra installs it (and ``who`` needs it).
 
     Raises
     ------
@@ -28,7 +28,7 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
-            f"this embedder needs the {module!r} package: pip install 'protoshot[{extra}]'"
+            f"{who} needs the {module!r} package: pip install 'protoshot[{extra}]'"
         ) from err
 
 

@@ -486,8 +486,8 @@ def _one_torch_thread() -> Iterator[None]:
     """Let torch use one thread in the block, then as many as before.
 
     The classifier's tensors are small (a pass's vectors against the prototypes). Spread over
-    torch's threads, which must wait for cores the embedder and the event loop are using, one
-    classification of 8 vectors took 7-30 ms on 2 busy cores instead of 0.5 ms on one thread.
+    torch's threads, which must wait for cores the embedder and the event loop are using, a
+    small classification waits far longer than it computes.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

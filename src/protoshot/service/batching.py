@@ -7,8 +7,8 @@ that fails is retried one request at a time, so a bad item fails only its own re
 
 A request may name what is done with its vectors (``finish``: the service classifies them with
 the model the request started with). The requests of a pass that name the same ``finish`` get
-one call of it, on the worker: the classifier's fixed cost per call (its input checks, about
-0.4 ms, more than the arithmetic) is paid once a pass instead of once a request, and the caller
+one call of it, on the worker: the classifier's fixed cost per call (its input checks, more
+than the arithmetic) is paid once a pass instead of once a request, and the caller
 gets its answer from a future it can await on an event loop (no thread of its own waits).
 
 The queue is bounded: when more than ``max_waiting`` items wait, a new request is refused at
