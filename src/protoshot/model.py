@@ -494,8 +494,9 @@ class FewShotModel:
             )
         if embedder is None:
             from protoshot.embedders._registry import fetches_weights
+            from protoshot.embedders.tuned import beside
 
-            spec = info["spec"]
+            spec = beside(info["spec"], directory)
             if fetches_weights(spec) and not allow_download:
                 raise ValueError(
                     f"{directory} names the embedder {spec!r}, which would be fetched "

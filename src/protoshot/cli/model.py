@@ -108,6 +108,15 @@ def fit_command(
             "one shot per class 1, cosine 0.1, on normalised embeddings 0.2 / 0.1)."
         ),
     ] = None,
+    finetune: Annotated[
+        bool,
+        typer.Option(
+            "--finetune",
+            help="Text models: first fine-tune the encoder's last layer on your shots (about 10 "
+            "epochs; seconds for hundreds of shots), then fit --method on its vectors. The "
+            "tuned layer is saved in OUTPUT; `add` embeds new shots with it (no re-tuning).",
+        ),
+    ] = False,
     reject: Annotated[
         bool,
         typer.Option(
@@ -140,6 +149,7 @@ def fit_command(
     with user_errors():
         import numpy as np
 
+        from protoshot.embedders.tuned import TunedEmbedder
         from protoshot.estimators import create_estimator
         from protoshot.evaluation.reports import chosen_config
         from protoshot.labels import labels_like
@@ -161,6 +171,11 @@ def fit_command(
             raise ValueError("pass --model (the embedder), or a --config report that names one")
         cache = cache_arg(no_cache, cache_dir)
         embedder = embedder_for(model, device=device, cache=cache)
+        if finetune:
+            if adapter is not None:
+                raise ValueError("--finetune and --adapter do not go together: pick one")
+            source = dict(text_column=text_column, label_column=label_column, delimiter=delimiter)
+            embedder = _fine_tuned(support, embedder, output, device, source)
         table = labelled_embeddings(
             support, embedder, text_column=text_column, label_column=label_column,
             embedding_column=embedding_column, labels=labels, delimiter=delimiter, cache=cache,
@@ -191,7 +206,10 @@ def fit_command(
         if reject:
             few.calibrate_on_shots()
         with folder_lock(output, "protoshot fit"):
+            if isinstance(embedder, TunedEmbedder):
+                embedder.save()
             few.save(output, overwrite=force)
+            _remove_other_encoders(output, embedder)
     counts = few.class_counts().values()
     stderr().print(
         f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
@@ -200,6 +218,42 @@ def fit_command(
     )
     if few.rejection is not None:
         stderr().print(f"rejects below similarity {few.threshold:.4f}: {few.rejection.rule}")
+
+
+def _fine_tuned(
+    support: str, embedder: Any, output: Path, device: str | None, source: dict[str, Any]
+) -> Any:
+    """The encoder fine-tuned on SUPPORT's texts, or the frozen ``embedder`` when tuning is
+    not done (one shot per class, a loss that diverges), said on stderr."""
+    from protoshot.data import load_source
+    from protoshot.finetune import NotTuned, finetuned
+    from protoshot.pipeline import is_table
+
+    if is_table(support, source.get("embedding_column")):
+        raise ValueError(f"--finetune needs texts, and {support} is an embedding table")
+    samples = load_source(support, **source)
+    try:
+        tuned = finetuned(embedder.spec, samples.items, samples.labels, output, device=device)
+    except NotTuned as err:
+        stderr().print(plain(f"not fine-tuned: {err}; fitting the frozen {embedder.spec}"))
+        return embedder
+    stderr().print(
+        f"fine-tuned the last layer in {tuned.encoder.seconds:.1f} s (loss "
+        f"{tuned.encoder.history[0]:.3f} -> {tuned.encoder.history[-1]:.3f})"
+    )
+    return tuned
+
+
+def _remove_other_encoders(output: Path, embedder: Any) -> None:
+    """Tuned encoders of earlier fits in OUTPUT, now that the model names another (or none)."""
+    import shutil
+
+    from protoshot.embedders.tuned import TunedEmbedder
+
+    kept = embedder.folder.name if isinstance(embedder, TunedEmbedder) else None
+    for folder in output.glob("encoder-*"):
+        if folder.is_dir() and folder.name != kept:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _method_options(method: str, chosen: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,7 @@ class EmbedderInfo:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-_BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet", "adapter")
+_BACKENDS = ("st", "hf", "timm_models", "open_clip_models", "efficientnet", "adapter", "tuned")
 
 
 def register_embedder(
@@ -131,17 +131,19 @@ def fetches_weights(spec: str) -> bool:
     _load_backends()
     head, rest, _ = parse_spec(spec)
     entry = _REGISTRY.get(head)
-    if head == "adapter":  # a local folder, over a base model that may be fetched
-        return fetches_weights(adapter_base_spec(rest))
+    if head in ("adapter", "tuned"):  # a local folder, over a base model that may be fetched
+        return fetches_weights(adapter_base_spec(rest, head))
     return entry is not None and entry.prefix and not Path(rest).expanduser().exists()
 
 
-def adapter_base_spec(folder: str) -> str:
-    """The base embedder's spec an adapter folder names ("" when it cannot be read)."""
+def adapter_base_spec(folder: str, kind: str = "adapter") -> str:
+    """The base embedder's spec an adapter (or tuned-encoder) folder names ("" when it cannot
+    be read)."""
     import json
 
+    config = Path(folder).expanduser() / ("encoder.json" if kind == "tuned" else "adapter.json")
     try:
-        base = json.loads((Path(folder).expanduser() / "adapter.json").read_text()).get("base")
+        base = json.loads(config.read_text()).get("base")
         return str(base["spec"])
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return ""

@@ -1,0 +1,165 @@
+"""Fit-time fine-tuning of MiniLM's last layer: the split, training, files, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import protoshot.cli._commands  # noqa: F401  (registers the commands)
+from protoshot.adapters import describe
+from protoshot.cli import app
+from protoshot.embedders import CallableEmbedder, create_embedder
+from protoshot.embedders.tuned import beside, torch_spec
+from protoshot.finetune import NotTuned, TextParts, TunedEncoder, TuneSettings, tune_text
+from protoshot.model import FewShotModel
+from tests.conftest import DATA_DIR
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+TEXTS = [
+    "I lost my card", "my card is gone, someone took it", "card stolen yesterday",
+    "where is my refund", "refund has not arrived", "I want my money back",
+    "what is the exchange rate", "how much is a dollar in euros", "rate for yen",
+]  # fmt: skip
+LABELS = ["lost_card"] * 3 + ["refund"] * 3 + ["exchange_rate"] * 3
+FAST = TuneSettings(epochs=3, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """MiniLM in PyTorch (tuning replaces its last layer's weights: each test builds its own
+    tuned embedder, never this one)."""
+    return create_embedder(torch_spec("minilm"))
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm) -> TunedEncoder:
+    return tune_text(minilm, TEXTS, LABELS, base=describe(minilm), settings=FAST)
+
+
+def test_the_split_gives_the_models_own_vectors(minilm) -> None:
+    parts = TextParts.of(minilm)
+    states, mask = parts.hidden_states(TEXTS, 1, torch.device("cpu"))
+    with torch.no_grad():
+        again = parts.top(parts.layers[-1:], states, mask).numpy()
+    np.testing.assert_allclose(again, minilm.embed(TEXTS), atol=1e-5)
+
+
+def test_tuning_learns_and_is_deterministic(minilm, encoder: TunedEncoder) -> None:
+    assert len(encoder.history) == FAST.epochs and encoder.history[-1] < encoder.history[0]
+    assert encoder.classes == sorted(set(LABELS))
+    frozen = {k: v.numpy() for k, v in TextParts.of(minilm).layers[-1:].state_dict().items()}
+    assert frozen.keys() == encoder.weights.keys()
+    assert any(not np.array_equal(frozen[k], encoder.weights[k]) for k in frozen)
+    again = tune_text(minilm, TEXTS, LABELS, base=describe(minilm), settings=FAST)
+    assert again.fingerprint == encoder.fingerprint
+    other = tune_text(minilm, TEXTS, LABELS, base=describe(minilm), settings=TuneSettings(
+        epochs=3, batch_size=4, seed=1))  # fmt: skip
+    assert other.fingerprint != encoder.fingerprint
+
+
+def test_saved_encoder_embeds_as_trained(minilm, encoder: TunedEncoder, tmp_path: Path) -> None:
+    encoder.save(tmp_path / "enc")
+    tuned = create_embedder(f"tuned:{tmp_path / 'enc'}")
+    assert tuned.fingerprint == encoder.fingerprint != minilm.fingerprint
+    parts = TextParts.of(tuned.base)
+    with torch.no_grad():
+        expected = parts.top(parts.layers[-1:], *parts.hidden_states(TEXTS, 1, torch.device("cpu")))
+    got = tuned.embed(TEXTS)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+    assert np.abs(got - minilm.embed(TEXTS)).max() > 1e-3  # the tuned layer is in use
+    # a damaged file is refused, never loaded
+    weights = tmp_path / "enc" / "encoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ValueError, match="not the file"):
+        TunedEncoder.load(tmp_path / "enc")
+
+
+def test_what_is_not_tuned(minilm) -> None:
+    with pytest.raises(NotTuned, match="one shot per class"):
+        tune_text(minilm, TEXTS[:3:1], ["a", "b", "c"], base=describe(minilm))
+    square = CallableEmbedder(lambda xs: np.ones((len(xs), 2)), name="ones", modality="text")
+    with pytest.raises(NotTuned, match="cannot be fine-tuned"):
+        tune_text(square, TEXTS, LABELS, base=describe(square))
+    with pytest.raises(ValueError, match="int8"):
+        torch_spec("minilm?runtime=onnx-int8")
+    # a loss that diverges: stopped, said, the frozen weights untouched
+    before = {k: v.clone() for k, v in TextParts.of(minilm).layers[-1:].state_dict().items()}
+    blow_up = TuneSettings(epochs=3, batch_size=4, learning_rate=float("inf"))
+    with pytest.raises(NotTuned, match="diverged"):
+        tune_text(minilm, TEXTS, LABELS, base=describe(minilm), settings=blow_up)
+    after = TextParts.of(minilm).layers[-1:].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _csv(path: Path, texts: list[str], labels: list[str]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels, strict=True))
+    return path
+
+
+def _invoke(*args: object) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout + result.stderr
+
+
+def test_fit_finetune_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
+    """fit --finetune -> predict -> add -> the folder moved -> a new fit replaces the encoder."""
+    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    intents = sorted({r["category"] for r in rows})[:5]
+    mine = {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+    shots = [(text, i) for i in intents[:4] for text in mine[i][:4]]
+    support = _csv(tmp_path / "support.csv", [t for t, _ in shots], [i for _, i in shots])
+    model = tmp_path / "model"
+    cache = ("--cache-dir", cache_dir)
+    code, out = _invoke("fit", support, "-m", "minilm", "-o", model, "--finetune", *cache)
+    assert code == 0, out
+    assert "fine-tuned the last layer" in out
+    (folder,) = model.glob("encoder-*")
+    spec = json.loads((model / "config.json").read_text())["metadata"]["embedder"]["spec"]
+    assert spec == f"tuned:{folder.resolve()}"
+    queries = [mine[i][10] for i in intents[:4]]
+    loaded = FewShotModel.load(model, cache=cache_dir)
+    first = [p.label for p in loaded.predict(queries)]
+    assert sum(a == b for a, b in zip(first, intents[:4], strict=True)) >= 3
+    # add: the new class's shots go through the tuned encoder, exactly, without re-tuning
+    new = intents[4]
+    texts = [arg for text in mine[new][:4] for arg in ("-t", text)]
+    code, out = _invoke("add", model, new, *texts, *cache)
+    assert code == 0, out
+    grown = FewShotModel.load(model, cache=cache_dir)
+    assert grown.embedder.fingerprint == loaded.embedder.fingerprint
+    assert new in grown.classes
+    added = np.asarray(grown.classifier.support_)[
+        np.asarray(grown.classifier.support_codes_) == grown.classes.index(new)
+    ]
+    np.testing.assert_allclose(added, grown.embed(mine[new][:4]), atol=1e-6)
+    # moved: the encoder is found beside the model
+    moved = tmp_path / "elsewhere"
+    shutil.move(model, moved)
+    assert beside(spec, moved) == f"tuned:{(moved / folder.name).resolve()}"
+    assert [p.label for p in FewShotModel.load(moved, cache=cache_dir).predict(queries)][:4]
+    # a fit of one shot per class is not tuned: it says so, and the old encoder goes
+    single = _csv(tmp_path / "single.csv", [mine[i][0] for i in intents], intents)
+    code, out = _invoke("fit", single, "-m", "minilm", "-o", moved, "--finetune", "--force", *cache)
+    assert code == 0, out
+    assert "not fine-tuned" in out
+    assert not list(moved.glob("encoder-*"))
+    assert json.loads((moved / "config.json").read_text())["metadata"]["embedder"]["spec"] == (
+        "minilm"
+    )
+    # an embedding table has no texts to tune on
+    table = tmp_path / "table.parquet"
+    assert _invoke("embed", support, "-m", "minilm", "-o", table, *cache)[0] == 0
+    code, out = _invoke("fit", table, "-m", "minilm", "-o", tmp_path / "m2", "--finetune", *cache)
+    assert code != 0 and "needs texts" in out
