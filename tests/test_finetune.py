@@ -163,3 +163,44 @@ def test_fit_finetune_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     assert _invoke("embed", support, "-m", "minilm", "-o", table, *cache)[0] == 0
     code, out = _invoke("fit", table, "-m", "minilm", "-o", tmp_path / "m2", "--finetune", *cache)
     assert code != 0 and "needs texts" in out
+
+
+def test_evaluate_and_fit_config_with_finetune(tmp_path: Path, cache_dir: Path) -> None:
+    """evaluate --finetune adds fine-tuned rows, paired with the frozen ones; a report whose
+    best row was tuned makes fit --config tune."""
+    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    intents = sorted({r["category"] for r in rows})[:4]
+    mine = {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+    train = [(t, i) for i in intents for t in mine[i][:6]]
+    test = [(t, i) for i in intents for t in mine[i][6:16]]
+    train_csv = _csv(tmp_path / "train.csv", [t for t, _ in train], [i for _, i in train])
+    test_csv = _csv(tmp_path / "test.csv", [t for t, _ in test], [i for _, i in test])
+    args = ("evaluate", train_csv, "--test", test_csv, "--model", "minilm", "--protocol",
+            "all-class", "--shots", "1,3", "--methods", "prototypes,linear", "--episodes", "2",
+            "--cache-dir", cache_dir)  # fmt: skip
+    result = runner.invoke(app, [*map(str, args), "--finetune", "--json"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "shot counts below 2 are not tuned" in result.stderr
+    report = json.loads(result.stdout)
+    tuned = [r for r in report["results"] if r["config"].get("finetune")]
+    frozen = [r for r in report["results"] if not r["config"].get("finetune")]
+    assert {(r["config"]["method"], r["config"]["n_shot"]) for r in tuned} == {
+        ("prototypes", 3),
+        ("linear", 3),
+    }
+    assert len(frozen) == 2 * len(tuned)  # 1 and 3 shots frozen, 3 shots tuned
+    assert all(r["n_episodes"] == 2 for r in report["results"])
+    for row in tuned:  # each tuned row is paired with the frozen prototypes of its shots
+        assert row["paired"]["baseline"]["method"] == "prototypes"
+        assert "finetune" not in row["paired"]["baseline"]
+    assert _invoke(*args[:-2], "--protocol", "episodic", "--finetune")[0] != 0
+    # fit --config: a report whose best configuration at 3 shots was fine-tuned
+    best = dict(tuned[0]["config"])
+    report["best_per_shot"] = [best]
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    out = tmp_path / "model"
+    code, text = _invoke("fit", train_csv, "--config", tmp_path / "report.json", "-o", out,
+                         "--cache-dir", cache_dir)  # fmt: skip
+    assert code == 0, text
+    assert "fine-tuned the last layer" in text and list(out.glob("encoder-*"))

@@ -126,6 +126,15 @@ def evaluate_command(
     plot: Annotated[
         Path | None, typer.Option(help="Write accuracy vs shots with CI bands to this PNG.")
     ] = None,
+    finetune: Annotated[
+        bool,
+        typer.Option(
+            "--finetune",
+            help="all-class protocol, text models: also each configuration with the encoder's "
+            "last layer fine-tuned on each draw's shots (as `fit --finetune`; 2 shots or more), "
+            "paired with the frozen rows seed by seed. Slow: one tuning per seed and shot count.",
+        ),
+    ] = False,
     inspect: Annotated[
         bool,
         typer.Option(
@@ -167,7 +176,7 @@ def evaluate_command(
                 "text_column": text_column, "label_column": label_column,
                 "embedding_column": embedding_column, "labels": labels, "delimiter": delimiter,
             },
-            cache=cache_arg(no_cache, cache_dir), inspect=inspect,
+            cache=cache_arg(no_cache, cache_dir), inspect=inspect, finetune=finetune,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -197,7 +206,7 @@ def _evaluate(
     queries: int, episodes: int, seed: int, metrics: str, normalizations: str, methods: str,
     class_descriptions: Path | None, classes: str | None, split: str | None, split_fractions: str, split_seed: int,
     center_from: str | None, device: str | None, dtype: str, plot: Path | None,
-    batch_size: int, cache: CacheArg, inspect: bool, columns: dict[str, Any],
+    batch_size: int, cache: CacheArg, inspect: bool, columns: dict[str, Any], finetune: bool = False,
 ) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
     from dataclasses import replace
 
@@ -254,8 +263,20 @@ def _evaluate(
     specs: list[str | None] = list(split_list(model, "model")) if model else [None]
     if len(specs) > 1 and inspect:
         raise ValueError("--inspect describes one embedder's geometry: give one --model")
+    if finetune and (protocol != "all-class" or len(specs) != 1 or not model):
+        raise ValueError("--finetune needs --protocol all-class and one --model (a text model)")
     runs = [run(spec) for spec in specs]
     grid, table, test_table = runs[0]
+    if finetune:
+        from protoshot.evaluation.results import paired_differences
+
+        tuned = _finetuned(
+            str(specs[0]), source, test, table, test_table, shots=shot_list, seeds=episodes,
+            seed=seed, grid={"methods": method_list, "metrics": metric_list,
+                             "normalizations": norm_list},
+            descriptions=class_descriptions, device=device, columns=columns,
+        )  # fmt: skip
+        grid = paired_differences(GridResult([*grid, *tuned]))
     if len(runs) > 1:  # the same source and seed: every embedder on the same episodes
         grid = GridResult(
             [
@@ -293,6 +314,46 @@ def _evaluate(
         geometry = inspect_geometry(vectors, labels, normalizations=norm_list)
         context["geometry"] = geometry.to_dict()
     return report_dict(grid, **context), grid, geometry
+
+
+def _finetuned(
+    spec: str, source: str, test: str | None, table: Any, test_table: Any, *, shots: list[int],
+    seeds: int, seed: int, grid: dict[str, Any], descriptions: Path | None, device: str | None,
+    columns: dict[str, Any],
+) -> Any:  # fmt: skip
+    """The fine-tuned rows of ``evaluate --finetune``: the texts of SOURCE and --test (read
+    again: a table keeps vectors, not texts), tuned on each draw's shots."""
+    import numpy as np
+
+    from protoshot._progress import progress_bar
+    from protoshot.data import load_source
+    from protoshot.evaluation.finetuned import all_class_finetuned
+    from protoshot.labels import labels_like
+    from protoshot.methods import NAMED_METHODS
+    from protoshot.pipeline import is_table, read_descriptions
+
+    readers = {k: columns[k] for k in ("text_column", "label_column", "delimiter")}
+    texts = []
+    for where, embedded in ((source, table), (str(test), test_table)):
+        if is_table(where, columns.get("embedding_column")):
+            raise ValueError(f"--finetune needs texts, and {where} is an embedding table")
+        samples = load_source(where, **readers)
+        if len(samples.items) != len(embedded.labels):
+            raise ValueError(f"{where} changed while it was being evaluated")
+        texts.append(list(samples.items))
+    names = None
+    if descriptions is not None or any(m in (*NAMED_METHODS, "auto") for m in grid["methods"]):
+        given = read_descriptions(descriptions) if descriptions is not None else {}
+        names = dict(zip(labels_like(list(given), np.asarray(table.classes)), given.values(),
+                         strict=True))  # fmt: skip
+    tuned_shots = [k for k in shots if k >= 2]
+    if len(tuned_shots) < len(shots):
+        stderr().print("--finetune: shot counts below 2 are not tuned (nothing to learn from)")
+    with progress_bar(None, seeds * len(tuned_shots), "fine-tuning per draw") as advance:
+        return all_class_finetuned(
+            spec, texts[0], table.labels, texts[1], test_table.labels, shots=shots,
+            n_seeds=seeds, seed=seed, names=names, device=device, progress=advance, **grid,
+        )  # fmt: skip
 
 
 def _names(

@@ -171,15 +171,10 @@ def fit_command(
             raise ValueError("pass --model (the embedder), or a --config report that names one")
         cache = cache_arg(no_cache, cache_dir)
         embedder = embedder_for(model, device=device, cache=cache)
-        if finetune:
-            if adapter is not None:
-                raise ValueError("--finetune and --adapter do not go together: pick one")
-            source = dict(text_column=text_column, label_column=label_column, delimiter=delimiter)
-            embedder = _fine_tuned(support, embedder, output, device, source)
+        columns = dict(text_column=text_column, label_column=label_column, delimiter=delimiter)
         table = labelled_embeddings(
-            support, embedder, text_column=text_column, label_column=label_column,
-            embedding_column=embedding_column, labels=labels, delimiter=delimiter, cache=cache,
-            batch_size=batch_size,
+            support, embedder, embedding_column=embedding_column, labels=labels, cache=cache,
+            batch_size=batch_size, **columns,
         )  # fmt: skip
         chosen: dict[str, Any] = {}
         if report is not None and config is not None:
@@ -189,6 +184,14 @@ def fit_command(
             stderr().print(
                 plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
             )
+        if finetune or chosen.pop("finetune", False):  # asked, or the report's best was tuned
+            if adapter is not None:
+                raise ValueError("--finetune and --adapter do not go together: pick one")
+            embedder = _fine_tuned(support, embedder, output, device, columns)
+            if isinstance(embedder, TunedEmbedder):
+                table = labelled_embeddings(
+                    support, embedder, cache=cache, batch_size=batch_size, **columns
+                )
         chosen_method = chosen.pop("method", None)
         if method and method != chosen_method:
             chosen = {}  # the report's settings belong to another method

@@ -82,13 +82,35 @@ def all_class_kshot(
     if unknown.size:
         raise ValueError(f"test classes {unknown[:5].tolist()} have no examples in the train split")
     drawn = sampler.sample()
+    return classify_test_split(
+        x_train, drawn.support, drawn.ways, classes, x_test, y_test, shots=shots,
+        methods=methods, metrics=metrics, normalizations=normalizations,
+        class_embeddings=class_embeddings, center=center, **options,
+    )  # fmt: skip
+
+
+def classify_test_split(
+    x_train: torch.Tensor,
+    support: np.ndarray,
+    ways: np.ndarray,
+    classes: np.ndarray,
+    x_test: torch.Tensor,
+    y_test: np.ndarray,
+    *,
+    shots: Sequence[int],
+    class_embeddings: Mapping[Any, ArrayLike] | None = None,
+    **grid: Any,
+) -> GridResult:
+    """The all-class protocol once its shots are drawn: ``support`` [E, N, K] rows of
+    ``x_train`` of the classes ``ways`` [E, N] (positions in ``classes``), the whole test split
+    classified by each draw."""
     test_rows = np.arange(len(x_test)) + len(x_train)
-    episodes = Episodes(drawn.support, np.tile(test_rows, (n_seeds, 1, 1)), drawn.ways)
+    episodes = Episodes(support, np.tile(test_rows, (len(support), 1, 1)), ways)
     return evaluate_episodes(
-        torch.cat([x_train, x_test]), episodes, shots=shots, methods=methods, metrics=metrics,
-        normalizations=normalizations, center=center, targets=np.searchsorted(classes, y_test),
+        torch.cat([x_train, x_test]), episodes, shots=shots,
+        targets=np.searchsorted(classes, y_test),
         class_embeddings=aligned_class_embeddings(class_embeddings, classes),
-        class_labels=classes, **options,
+        class_labels=classes, **grid,
     )  # fmt: skip
 
 

@@ -245,7 +245,7 @@ def paired_differences(grid: GridResult) -> GridResult:
     """
     baselines: dict[Any, EvalResult] = {}
     for r in grid:
-        if r.config.get("method") == "prototypes":
+        if _frozen_prototypes(r):
             plain = (
                 r.config.get("normalization") == "none" and r.config.get("metric") == "sqeuclidean"
             )
@@ -254,7 +254,7 @@ def paired_differences(grid: GridResult) -> GridResult:
     out = []
     for r in grid:
         base = baselines.get(r.config["n_shot"])
-        if base is None or r.config.get("method") == "prototypes":
+        if base is None or _frozen_prototypes(r):
             out.append(r)
             continue
         diff = r.per_episode - base.per_episode
@@ -264,8 +264,15 @@ def paired_differences(grid: GridResult) -> GridResult:
     return GridResult(out)
 
 
+def _frozen_prototypes(r: EvalResult) -> bool:
+    """A baseline row of :func:`paired_differences`: plain prototypes on the frozen encoder."""
+    return r.config.get("method") == "prototypes" and not r.config.get("finetune")
+
+
 def _cell(config: dict[str, Any], key: str) -> str:
     text = str(config.get(key, ""))
+    if key == "method" and config.get("finetune"):
+        text = f"{text} (fine-tuned)"
     return f"{text} (transductive)" if key == "method" and config.get("transductive") else text
 
 
@@ -280,7 +287,7 @@ def _delta(paired: dict[str, Any]) -> str:
 
 
 #: Config keys too long for a table cell, or said otherwise; the JSON report has them.
-_JSON_ONLY = ("candidates", "transductive")
+_JSON_ONLY = ("candidates", "transductive", "finetune")  # shown in the method cell
 
 _SHORT = {
     "n_way": "ways",
