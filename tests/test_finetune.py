@@ -84,19 +84,18 @@ def test_saved_encoder_embeds_as_trained(minilm, encoder: TunedEncoder, tmp_path
 
 def test_what_is_not_tuned(minilm) -> None:
     with pytest.raises(NotTuned, match="one shot per class"):
-        tune_text(minilm, TEXTS[:3:1], ["a", "b", "c"], base=describe(minilm))
-    square = CallableEmbedder(lambda xs: np.ones((len(xs), 2)), name="ones", modality="text")
-    with pytest.raises(NotTuned, match="cannot be fine-tuned"):
-        tune_text(square, TEXTS, LABELS, base=describe(square))
-    with pytest.raises(ValueError, match="int8"):
-        torch_spec("minilm?runtime=onnx-int8")
-    # a loss that diverges: stopped, said, the frozen weights untouched
-    before = {k: v.clone() for k, v in TextParts.of(minilm).layers[-1:].state_dict().items()}
+        tune_text(minilm, TEXTS[:3], ["a", "b", "c"], base=describe(minilm))
     blow_up = TuneSettings(epochs=3, batch_size=4, learning_rate=float("inf"))
     with pytest.raises(NotTuned, match="diverged"):
         tune_text(minilm, TEXTS, LABELS, base=describe(minilm), settings=blow_up)
-    after = TextParts.of(minilm).layers[-1:].state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    # models that cannot be tuned are refused, by name (not a fallback)
+    ones = CallableEmbedder(lambda xs: np.ones((len(xs), 2)), name="ones", modality="text")
+    with pytest.raises(ValueError, match="ones cannot be fine-tuned"):
+        tune_text(ones, TEXTS, LABELS, base=describe(ones))
+    with pytest.raises(ValueError, match="int8"):
+        torch_spec("minilm?runtime=onnx-int8")
+    with pytest.raises(ValueError, match="efficientnet-lite0 cannot be fine-tuned"):
+        torch_spec("efficientnet-lite0")
 
 
 def _csv(path: Path, texts: list[str], labels: list[str]) -> Path:
@@ -105,6 +104,12 @@ def _csv(path: Path, texts: list[str], labels: list[str]) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(zip(texts, labels, strict=True))
     return path
+
+
+def _named(model: Path) -> Path:
+    """The encoder folder a model names."""
+    spec = json.loads((model / "config.json").read_text())["metadata"]["embedder"]["spec"]
+    return Path(spec.removeprefix("tuned:"))
 
 
 def _invoke(*args: object) -> tuple[int, str]:
@@ -148,16 +153,34 @@ def test_fit_finetune_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     moved = tmp_path / "elsewhere"
     shutil.move(model, moved)
     assert beside(spec, moved) == f"tuned:{(moved / folder.name).resolve()}"
-    assert [p.label for p in FewShotModel.load(moved, cache=cache_dir).predict(queries)][:4]
-    # a fit of one shot per class is not tuned: it says so, and the old encoder goes
+    assert [p.label for p in FewShotModel.load(moved, cache=cache_dir).predict(queries)] == first
+    # fit again: a new encoder; the one the replaced model named stays for its readers, a
+    # folder of the user's own stays, older encoders go
+    mine_folder = moved / "encoder-notes"
+    mine_folder.mkdir()
+    three = _csv(tmp_path / "three.csv", [t for t, _ in shots[::4]] * 3, intents[:4] * 3)
+    code, out = _invoke("fit", three, "-m", "minilm", "-o", moved, "--finetune", "--force", *cache)
+    assert code == 0, out
+    assert {f.name for f in moved.glob("encoder-*")} - {"encoder-notes"} == {
+        folder.name,
+        _named(moved).name,
+    }
+    second = _named(moved)
+    # one shot per class is not tuned: it says so; the first encoder goes, the second stays
     single = _csv(tmp_path / "single.csv", [mine[i][0] for i in intents], intents)
     code, out = _invoke("fit", single, "-m", "minilm", "-o", moved, "--finetune", "--force", *cache)
     assert code == 0, out
     assert "not fine-tuned" in out
-    assert not list(moved.glob("encoder-*"))
+    assert sorted(f.name for f in moved.glob("encoder-*")) == sorted([second.name, "encoder-notes"])
     assert json.loads((moved / "config.json").read_text())["metadata"]["embedder"]["spec"] == (
         "minilm"
     )
+    code, out = _invoke("fit", single, "-m", "minilm", "-o", moved, "--force", *cache)
+    assert [f.name for f in moved.glob("encoder-*")] == ["encoder-notes"]
+    # what cannot be tuned is an error, said before anything is built
+    for bad in (("-m", "minilm?runtime=onnx-int8"), ("-m", "minilm", "--adapter", tmp_path)):
+        code, out = _invoke("fit", support, *bad, "-o", tmp_path / "m3", "--finetune", *cache)
+        assert code != 0 and ("int8" in out or "adapter" in out), out
     # an embedding table has no texts to tune on
     table = tmp_path / "table.parquet"
     assert _invoke("embed", support, "-m", "minilm", "-o", table, *cache)[0] == 0

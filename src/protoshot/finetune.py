@@ -36,6 +36,12 @@ WEIGHTS = "encoder.safetensors"
 CONFIG = "encoder.json"
 
 
+#: Which models ``--finetune`` takes, for the messages that refuse others.
+CAN_TUNE = "only BERT-like sentence-transformers text models (minilm, st:...) can be"
+#: Texts of different lengths that check a model's split (padding included).
+_PROBE = ["a short one", "a somewhat longer text, with punctuation, to check the padding mask"]
+
+
 class NotTuned(ValueError):
     """Fine-tuning was not done (or was undone): the message says why; fit the frozen encoder."""
 
@@ -189,7 +195,7 @@ class TextParts:
 
         Raises
         ------
-        NotTuned
+        ValueError
             If the embedder gives no access to its transformer layers (a callable, an ONNX-only
             runtime, an image model), naming the reason.
         """
@@ -198,11 +204,21 @@ class TextParts:
         transformer = getattr(modules[0], "auto_model", None) if modules else None
         layers = getattr(getattr(transformer, "encoder", None), "layer", None)
         if embedder.modality != "text" or not isinstance(layers, torch.nn.ModuleList):
-            raise NotTuned(
-                f"{embedder.spec} cannot be fine-tuned: only sentence-transformers text models "
-                "whose transformer layers are reachable (minilm, st:...) can"
-            )
+            raise ValueError(f"{embedder.spec} cannot be fine-tuned: {CAN_TUNE}")
         return cls(model, transformer, layers, modules[1:])
+
+    def check_split(self, embedder: Any, layers: int) -> None:
+        """Refuse a model whose layers this split does not reproduce (its layers need inputs
+        the split does not pass, e.g. MPNet's relative position bias): tuning it would train
+        a different function than the one that embeds."""
+        device = next(self.transformer.parameters()).device
+        with torch.no_grad():
+            again = self.top(self.layers[-layers:], *self.hidden_states(_PROBE, layers, device))
+        if not np.allclose(again.float().cpu().numpy(), embedder.embed(_PROBE), atol=1e-4):
+            raise ValueError(
+                f"{embedder.spec} cannot be fine-tuned: its last layers, run on their own, do "
+                f"not give its vectors (its architecture needs more than BERT's inputs); {CAN_TUNE}"
+            )
 
     def hidden_states(self, texts: Sequence[str], layers: int, device: torch.device) -> Any:
         """The frozen part's output for ``texts``: hidden states ``[n, T, D]`` below the last
@@ -248,8 +264,11 @@ def tune_text(
     Raises
     ------
     NotTuned
-        With one shot per class (nothing to adapt from beyond the prototypes), with a model
-        whose layers cannot be reached, or when the loss diverges (the frozen weights are kept).
+        With one shot per class (nothing to adapt from beyond the prototypes), or when the loss
+        diverges: fit the frozen encoder.
+    ValueError
+        With a model that cannot be tuned (its layers unreachable, or not reproduced by the
+        split), naming the reason.
     """
     settings = settings or TuneSettings()
     y = as_label_array(labels)
@@ -264,6 +283,7 @@ def tune_text(
     parts = TextParts.of(embedder)
     if settings.layers > len(parts.layers):
         raise ValueError(f"the model has {len(parts.layers)} layers, not {settings.layers}")
+    parts.check_split(embedder, settings.layers)
     device = next(parts.transformer.parameters()).device
     start = time.perf_counter()
     states, mask = parts.hidden_states(texts, settings.layers, device)
@@ -296,34 +316,38 @@ def _train(
 ) -> list[float]:
     """Cross-entropy through a cosine head (initialised from the prototypes) for
     ``settings.epochs`` epochs; returns the mean loss of each epoch."""
+    lengths = mask.sum(1)
+
+    def cropped(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows' states and mask up to their longest text: less padding to compute."""
+        width = int(lengths[rows].max())
+        return states[rows, :width], mask[rows, :width]
+
     with torch.no_grad():
         top.eval()
-        frozen = parts.top(top, states, mask)
-        sums = torch.zeros(n_classes, frozen.shape[1], device=frozen.device)
-        sums.index_add_(0, target, frozen)  # each class's sum: its prototype's direction
+        every = torch.arange(len(target), device=target.device)
+        frozen = torch.cat([parts.top(top, *cropped(rows)) for rows in every.split(64)])
+        # each class's sum (its prototype's direction), as a product: deterministic on a GPU
+        sums = torch.nn.functional.one_hot(target, n_classes).to(frozen.dtype).T @ frozen
     head = torch.nn.Parameter(torch.nn.functional.normalize(sums, dim=-1))
     optimizer = torch.optim.Adam([
         {"params": top.parameters(), "lr": settings.learning_rate},
         {"params": [head], "lr": settings.head_learning_rate},
     ])  # fmt: skip
-    before = {k: v.clone() for k, v in top.state_dict().items()}
     top.train()
-    lengths = mask.sum(1)
     history = []
     for epoch in range(settings.epochs):
         order = torch.randperm(len(target), device=target.device)
         losses = []
         for batch in order.split(settings.batch_size):
-            width = int(lengths[batch].max())  # the batch's longest text: less padding
-            z = parts.top(top, states[batch, :width], mask[batch, :width])
+            z = parts.top(top, *cropped(batch))
             logits = (
                 settings.scale
                 * torch.nn.functional.normalize(z, dim=-1)
                 @ (torch.nn.functional.normalize(head, dim=-1).T)
             )
             loss = torch.nn.functional.cross_entropy(logits, target[batch])
-            if not torch.isfinite(loss):
-                top.load_state_dict(before)
+            if not torch.isfinite(loss):  # the caller's layers were never touched (a copy)
                 raise NotTuned(
                     f"the loss diverged (not finite) in epoch {epoch + 1}: the frozen weights "
                     "are kept"

@@ -112,9 +112,10 @@ def fit_command(
         bool,
         typer.Option(
             "--finetune",
-            help="Text models: first fine-tune the encoder's last layer on your shots (about 10 "
-            "epochs; seconds for hundreds of shots), then fit --method on its vectors. The "
-            "tuned layer is saved in OUTPUT; `add` embeds new shots with it (no re-tuning).",
+            help="Text models (minilm, st:...): first fine-tune the encoder's last layer on your "
+            "shots (10 epochs: from seconds to a minute or two on a CPU), then fit --method on "
+            "its vectors. The tuned layer is saved in OUTPUT; `add` embeds new shots with it "
+            "(no re-tuning).",
         ),
     ] = False,
     reject: Annotated[
@@ -158,6 +159,8 @@ def fit_command(
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
+        if finetune and (adapter is not None or str(model).startswith("adapter:")):
+            raise ValueError("--finetune and an adapter do not go together: pick one")
         model = with_adapter(model, adapter)
         report = _read_report(config) if config is not None else None
         if report is not None and not model:
@@ -185,9 +188,9 @@ def fit_command(
                 plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
             )
         if finetune or chosen.pop("finetune", False):  # asked, or the report's best was tuned
-            if adapter is not None:
-                raise ValueError("--finetune and --adapter do not go together: pick one")
-            embedder = _fine_tuned(support, embedder, output, device, columns)
+            if model.startswith("adapter:"):
+                raise ValueError("--finetune and an adapter do not go together: pick one")
+            embedder = _fine_tuned(support, embedder, output, device, columns, embedding_column)
             if isinstance(embedder, TunedEmbedder):
                 table = labelled_embeddings(
                     support, embedder, cache=cache, batch_size=batch_size, **columns
@@ -209,10 +212,11 @@ def fit_command(
         if reject:
             few.calibrate_on_shots()
         with folder_lock(output, "protoshot fit"):
+            previous = _encoder_named(output)
             if isinstance(embedder, TunedEmbedder):
                 embedder.save()
             few.save(output, overwrite=force)
-            _remove_other_encoders(output, embedder)
+            _remove_encoders(output, keep={previous, _encoder_named(output)})
     counts = few.class_counts().values()
     stderr().print(
         f"{len(counts)} classes, {min(counts)}-{max(counts)} shots each, dim {embedder.dim}, "
@@ -224,17 +228,23 @@ def fit_command(
 
 
 def _fine_tuned(
-    support: str, embedder: Any, output: Path, device: str | None, source: dict[str, Any]
+    support: str,
+    embedder: Any,
+    output: Path,
+    device: str | None,
+    columns: dict[str, Any],
+    embedding_column: str | None,
 ) -> Any:
     """The encoder fine-tuned on SUPPORT's texts, or the frozen ``embedder`` when tuning is
-    not done (one shot per class, a loss that diverges), said on stderr."""
+    not done (one shot per class, a loss that diverges), said on stderr; a model that cannot
+    be tuned is an error."""
     from protoshot.data import load_source
     from protoshot.finetune import NotTuned, finetuned
     from protoshot.pipeline import is_table
 
-    if is_table(support, source.get("embedding_column")):
+    if is_table(support, embedding_column):
         raise ValueError(f"--finetune needs texts, and {support} is an embedding table")
-    samples = load_source(support, **source)
+    samples = load_source(support, **columns)
     try:
         tuned = finetuned(embedder.spec, samples.items, samples.labels, output, device=device)
     except NotTuned as err:
@@ -247,15 +257,29 @@ def _fine_tuned(
     return tuned
 
 
-def _remove_other_encoders(output: Path, embedder: Any) -> None:
-    """Tuned encoders of earlier fits in OUTPUT, now that the model names another (or none)."""
+def _encoder_named(output: Path) -> str | None:
+    """The tuned-encoder folder OUTPUT's model names (``None``: none, or no model)."""
+    from protoshot.store import read_config
+
+    if not is_model_folder(output):
+        return None
+    spec = str(read_config(output).get("metadata", {}).get("embedder", {}).get("spec", ""))
+    return Path(spec.removeprefix("tuned:")).name if spec.startswith("tuned:") else None
+
+
+def _remove_encoders(output: Path, keep: set[str | None]) -> None:
+    """Tuned encoders of older fits in OUTPUT: those written by `fit --finetune` (named
+    ``encoder-<12 hex>``, holding ``encoder.json``) that neither the model nor the one it
+    replaced names (a process that read the old model may still be loading its encoder)."""
+    import re
     import shutil
 
-    from protoshot.embedders.tuned import TunedEmbedder
-
-    kept = embedder.folder.name if isinstance(embedder, TunedEmbedder) else None
     for folder in output.glob("encoder-*"):
-        if folder.is_dir() and folder.name != kept:
+        written = (
+            re.fullmatch(r"encoder-[0-9a-f]{12}", folder.name)
+            and (folder / "encoder.json").is_file()
+        )
+        if written and folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -71,8 +71,18 @@ class TunedEmbedder:
 
 
 def torch_spec(spec: str) -> str:
-    """``spec`` with ``runtime=torch``: tuning and tuned layers need the PyTorch model."""
+    """``spec`` with ``runtime=torch``: tuning and tuned layers need the PyTorch model.
+
+    Raises
+    ------
+    ValueError
+        For a model that is not a sentence-transformers text model, or an int8 runtime.
+    """
+    from protoshot.finetune import CAN_TUNE
+
     head, rest, options = parse_spec(spec)
+    if head not in ("minilm", "st"):
+        raise ValueError(f"{spec} cannot be fine-tuned: {CAN_TUNE}")
     if options.get("runtime", "torch") not in ("torch", "auto", "onnx"):
         raise ValueError(
             f"{spec}: an int8 model cannot be fine-tuned (its vectors are not the float32 "
