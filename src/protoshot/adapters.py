@@ -190,15 +190,11 @@ class Adapter:
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write ``adapter.safetensors`` and ``adapter.json`` (which names the weights' SHA-256,
         so a folder whose files do not belong together is refused on load)."""
-        from safetensors.numpy import save
-
-        from protoshot.store import write_atomically
+        from protoshot.store.weights import write_weights
 
         folder = Path(folder)
         if (folder / CONFIG).exists() and not overwrite:
             raise FileExistsError(f"{folder} already holds an adapter: pass --force to replace it")
-        folder.mkdir(parents=True, exist_ok=True)
-        data = save({k: np.ascontiguousarray(v) for k, v in self._arrays().items()})
         settings = asdict(self.settings)
         if self.settings.kind != "top":  # readable by versions before partial fine-tuning
             settings = {k: v for k, v in settings.items() if k not in TOP_SETTINGS}
@@ -208,37 +204,27 @@ class Adapter:
             "in_dim": self.in_dim,
             "base": self.base,
             "fingerprint": self.fingerprint,
-            "weights_sha256": hashlib.sha256(data).hexdigest(),
             "settings": settings,
             "classes": [c if isinstance(c, (int, str)) else str(c) for c in self.classes],
             "history": self.history,
         }
-        write_atomically(folder / WEIGHTS, data)
-        write_atomically(folder / CONFIG, json.dumps(config, indent=1).encode())
-        return folder
+        return write_weights(folder, (WEIGHTS, CONFIG), self._arrays(), config)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Adapter:
         """Read an adapter folder (safetensors + JSON; nothing is unpickled), checked."""
-        from safetensors.numpy import load
+        from protoshot.store.weights import read_weights
 
         folder = Path(folder)
-        try:
-            config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-            data = (folder / WEIGHTS).read_bytes()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{folder} is not a readable adapter folder ({err})") from None
+        config, arrays = read_weights(folder, (WEIGHTS, CONFIG), "adapter")
         versions = (FORMAT_VERSION, TOP_FORMAT_VERSION)
-        if not isinstance(config, dict) or config.get("format_version") not in versions:
+        if config.get("format_version") not in versions:
             raise ValueError(
                 f"{folder}/{CONFIG} is not an adapter of format {FORMAT_VERSION} or "
                 f"{TOP_FORMAT_VERSION}"
             )
-        if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
-            raise ValueError(f"{folder}/{WEIGHTS} is not the file {CONFIG} was written with")
         try:
             settings = AdapterSettings(**config["settings"])
-            arrays = load(data)
             base = dict(config["base"])
             if int(config["in_dim"]) != int(base["dim"]):
                 raise ValueError("in_dim is not the base embedder's dim")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -94,45 +93,30 @@ class TunedEncoder:
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``encoder.safetensors`` and ``encoder.json`` (naming the weights' SHA-256)."""
-        from safetensors.numpy import save
+        from protoshot.store.weights import write_weights
 
-        from protoshot.store import write_atomically
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        data = save({k: np.ascontiguousarray(v) for k, v in self.weights.items()})
         config = {
             "format_version": FORMAT_VERSION,
             "base": self.base,
             "fingerprint": self.fingerprint,
-            "weights_sha256": hashlib.sha256(data).hexdigest(),
             "settings": asdict(self.settings),
             "classes": [c if isinstance(c, (int, str)) else str(c) for c in self.classes],
             "history": self.history,
             "seconds": self.seconds,
         }
-        write_atomically(folder / WEIGHTS, data)
-        write_atomically(folder / CONFIG, json.dumps(config, indent=1).encode())
-        return folder
+        return write_weights(folder, (WEIGHTS, CONFIG), self.weights, config)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> TunedEncoder:
         """Read a folder written by :meth:`save` (nothing is unpickled), checked."""
-        from safetensors.numpy import load
+        from protoshot.store.weights import read_weights
 
-        folder = Path(folder)
-        try:
-            config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-            data = (folder / WEIGHTS).read_bytes()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{folder} is not a readable tuned-encoder folder ({err})") from None
-        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        config, weights = read_weights(folder, (WEIGHTS, CONFIG), "tuned-encoder")
+        if config.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{folder}/{CONFIG} is not a tuned encoder of format {FORMAT_VERSION}")
-        if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
-            raise ValueError(f"{folder}/{WEIGHTS} is not the file {CONFIG} was written with")
         try:
             encoder = cls(
-                dict(config["base"]), load(data), TuneSettings(**config["settings"]),
+                dict(config["base"]), weights, TuneSettings(**config["settings"]),
                 list(config["classes"]), list(config.get("history", [])),
                 float(config.get("seconds", 0.0)),
             )  # fmt: skip

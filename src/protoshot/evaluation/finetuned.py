@@ -39,7 +39,8 @@ def all_class_finetuned(
     **grid: Any,
 ) -> GridResult:
     """All-class K-shot accuracy of the configurations in ``grid`` (methods, metrics,
-    normalizations, as for :func:`~protoshot.evaluation.protocols.all_class_kshot`) on ``model`` fine-tuned on each draw.
+    normalizations, as for :func:`~protoshot.evaluation.protocols.all_class_kshot`) on
+    ``model`` fine-tuned on each draw.
 
     Shot counts below 2 are left out (one shot per class is not tuned). With ``names`` (class
     descriptions; an empty mapping for none) each class's description, else its readable name,
