@@ -145,11 +145,12 @@ def finetuning(device: str, n_texts: int, root: str) -> list[dict[str, Any]]:
                 ),
             )
             runs.append((where, seconds, model.embed(texts)))
-    reference = runs[0][2]
+    reference, frozen = runs[0][2], create_embedder("minilm", device="cpu").embed(texts)
     return [{
         "part": "finetune", "device": where, "shots": len(texts), "seconds": seconds,
         "max_difference": float(np.abs(vectors - reference).max()),
         "min_cosine": float((vectors * reference).sum(1).min()),
+        "moved_from_frozen": float(np.abs(vectors - frozen).max()),  # the tuning did something
     } for where, seconds, vectors in runs]  # fmt: skip
 
 

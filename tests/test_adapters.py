@@ -153,7 +153,10 @@ def test_saved_as_safetensors_and_json_and_checked_on_load(kind, tmp_path: Path)
     (folder / "adapter.json").write_text(json.dumps({**config, "settings": older}))
     assert Adapter.load(folder).fingerprint == trained.fingerprint  # an earlier adapter loads
     (folder / "adapter.json").write_text(json.dumps({**config, "format_version": 9}))
-    with pytest.raises(ValueError, match="is not an adapter of format 1"):
+    with pytest.raises(ValueError, match="does not describe a format 1 or 2 adapter"):
+        Adapter.load(folder)
+    (folder / "adapter.json").write_text("[1, 2]")  # JSON, but not a description
+    with pytest.raises(ValueError, match="does not describe a format 1 or 2 adapter"):
         Adapter.load(folder)
     with pytest.raises(ValueError, match="is not a readable adapter folder"):
         Adapter.load(tmp_path / "nowhere")

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -30,6 +31,7 @@ TEXTS = [
 ]  # fmt: skip
 LABELS = ["lost_card"] * 3 + ["refund"] * 3 + ["exchange_rate"] * 3
 FAST = TuneSettings(epochs=3, batch_size=4)
+SCHEMA = Path(__file__).parents[1] / "src" / "protoshot" / "schemas" / "evaluate.schema.json"
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,10 @@ def test_saved_encoder_embeds_as_trained(minilm, encoder: TunedEncoder, tmp_path
     weights = tmp_path / "enc" / "encoder.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ValueError, match="not the file"):
+        TunedEncoder.load(tmp_path / "enc")
+    config = tmp_path / "enc" / "encoder.json"
+    config.write_text(config.read_text().replace('"format_version": 1', '"format_version": 7'))
+    with pytest.raises(ValueError, match="does not describe a format 1 tuned encoder"):
         TunedEncoder.load(tmp_path / "enc")
 
 
@@ -206,6 +212,7 @@ def test_evaluate_and_fit_config_with_finetune(tmp_path: Path, cache_dir: Path) 
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "shot counts below 2 are not tuned" in result.stderr
     report = json.loads(result.stdout)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
     tuned = [r for r in report["results"] if r["config"].get("finetune")]
     frozen = [r for r in report["results"] if not r["config"].get("finetune")]
     assert {(r["config"]["method"], r["config"]["n_shot"]) for r in tuned} == {

@@ -31,6 +31,7 @@ def test_the_gpu_check_runs_on_the_cpu_against_itself(
     assert embedded[1]["max_difference"] <= 1e-5  # PyTorch against ONNX Runtime
     _, again = [r for r in results if r["part"] == "finetune"]
     assert again["shots"] == 40 and again["max_difference"] == 0  # tuned twice: the same
+    assert again["moved_from_frozen"] > 1e-3  # ... and tuned at all
     out = capsys.readouterr().out
     assert out.count("| evaluation 5-way") == 8 and (tmp_path / "out.json").exists()
 

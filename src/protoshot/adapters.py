@@ -216,13 +216,8 @@ class Adapter:
         from protoshot.store.weights import read_weights
 
         folder = Path(folder)
-        config, arrays = read_weights(folder, (WEIGHTS, CONFIG), "adapter")
         versions = (FORMAT_VERSION, TOP_FORMAT_VERSION)
-        if config.get("format_version") not in versions:
-            raise ValueError(
-                f"{folder}/{CONFIG} is not an adapter of format {FORMAT_VERSION} or "
-                f"{TOP_FORMAT_VERSION}"
-            )
+        config, arrays = read_weights(folder, (WEIGHTS, CONFIG), "adapter", versions)
         try:
             settings = AdapterSettings(**config["settings"])
             base = dict(config["base"])

@@ -111,9 +111,9 @@ class TunedEncoder:
         """Read a folder written by :meth:`save` (nothing is unpickled), checked."""
         from protoshot.store.weights import read_weights
 
-        config, weights = read_weights(folder, (WEIGHTS, CONFIG), "tuned-encoder")
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}/{CONFIG} is not a tuned encoder of format {FORMAT_VERSION}")
+        config, weights = read_weights(
+            folder, (WEIGHTS, CONFIG), "tuned encoder", (FORMAT_VERSION,)
+        )
         try:
             encoder = cls(
                 dict(config["base"]), weights, TuneSettings(**config["settings"]),

@@ -265,6 +265,8 @@ def _evaluate(
         raise ValueError("--inspect describes one embedder's geometry: give one --model")
     if finetune and (protocol != "all-class" or len(specs) != 1 or not model):
         raise ValueError("--finetune needs --protocol all-class and one --model (a text model)")
+    if finetune and center_from is not None:
+        raise ValueError("--center-from is a frozen encoder's mean: it does not go with --finetune")
     runs = [run(spec) for spec in specs]
     grid, table, test_table = runs[0]
     if finetune:
@@ -273,10 +275,11 @@ def _evaluate(
         tuned = _finetuned(
             str(specs[0]), source, test, table, test_table, shots=shot_list, seeds=episodes,
             seed=seed, grid={"methods": method_list, "metrics": metric_list,
-                             "normalizations": norm_list},
+                             "normalizations": norm_list, "dtype": dtype},
             descriptions=class_descriptions, device=device, columns=columns,
         )  # fmt: skip
-        grid = paired_differences(GridResult([*grid, *tuned]))
+        merged = sorted([*grid, *tuned], key=lambda r: bool(r.config.get("transductive")))
+        grid = paired_differences(GridResult(merged))  # transductive rows stay last, apart
     if len(runs) > 1:  # the same source and seed: every embedder on the same episodes
         grid = GridResult(
             [

@@ -68,15 +68,16 @@ def all_class_finetuned(
                     model, texts, y_train[chosen], folder, device=device, show_progress=False
                 )
                 class_embeddings = None
-                if names is not None:
-                    class_embeddings = class_name_embeddings(
+                if names is not None:  # as the frozen rows: every class named, or none
+                    named, skipped = class_name_embeddings(
                         sampler.classes_.tolist(), embedder, descriptions=names, cache=False
-                    )[0]
+                    )
+                    class_embeddings = None if skipped else named
                 shots_of_draw = np.arange(len(chosen)).reshape(1, -1, k)  # way by way
                 part = classify_test_split(
                     _vectors(texts, embedder), shots_of_draw, drawn.ways[episode : episode + 1],
                     sampler.classes_, _vectors(test_texts, embedder), y_test, shots=[k],
-                    class_embeddings=class_embeddings, **grid,
+                    class_embeddings=class_embeddings, device=device, **grid,
                 )  # fmt: skip
                 for result in part:
                     rows.setdefault(_key(result.config), []).append(result)

@@ -75,7 +75,8 @@ def _line_name(config: dict[str, Any]) -> str:
         f"{k}={config[k]}" for k in ("prior_weight", "penalty", "shrinkage") if k in config
     )
     method = str(config.get("method", "prototypes"))
-    transductive = " (transductive)" if config.get("transductive") else ""
+    transductive = " (fine-tuned)" if config.get("finetune") else ""
+    transductive += " (transductive)" if config.get("transductive") else ""
     model = f"{config['model']} · " if "model" in config else ""
     return f"{model}{method}{transductive}: {setting}" + (f" {extra}" if extra else "")
 

@@ -38,15 +38,15 @@ def write_weights(
 
 
 def read_weights(
-    folder: str | os.PathLike[str], names: tuple[str, str], what: str
+    folder: str | os.PathLike[str], names: tuple[str, str], what: str, versions: tuple[int, ...]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The config and arrays :func:`write_weights` wrote, checked.
 
     Raises
     ------
     ValueError
-        If a file cannot be read, the JSON is not an object, or the weights are not the file
-        the JSON names, saying so of ``what`` (e.g. "adapter").
+        If a file cannot be read, the JSON is not an object of one of the format ``versions``,
+        or the weights are not the file the JSON names, saying so of ``what`` ("adapter").
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load
@@ -57,8 +57,9 @@ def read_weights(
         data = (folder / names[0]).read_bytes()
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder} is not a readable {what} folder ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{folder}/{names[1]} is not a {what}'s description")
+    if not isinstance(config, dict) or config.get("format_version") not in versions:
+        formats = " or ".join(map(str, versions))
+        raise ValueError(f"{folder}/{names[1]} does not describe a format {formats} {what}")
     if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
         raise ValueError(f"{folder}/{names[0]} is not the file {names[1]} was written with")
     try:
