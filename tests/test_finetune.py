@@ -224,7 +224,18 @@ def test_evaluate_and_fit_config_with_finetune(tmp_path: Path, cache_dir: Path) 
     for row in tuned:  # each tuned row is paired with the frozen prototypes of its shots
         assert row["paired"]["baseline"]["method"] == "prototypes"
         assert "finetune" not in row["paired"]["baseline"]
-    assert _invoke(*args[:-2], "--protocol", "episodic", "--finetune")[0] != 0
+    # episodes: each tuned on its own shots, paired with the frozen rows episode by episode
+    episodic = ("evaluate", train_csv, "--model", "minilm", "--ways", "3", "--shots", "2",
+                "--queries", "3", "--methods", "prototypes", "--metrics", "cosine",
+                "--normalizations", "l2", "--episodes", "3", "--cache-dir", cache_dir)  # fmt: skip
+    result = runner.invoke(app, [*map(str, episodic), "--finetune", "--json"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["results"]
+    assert [r["config"].get("finetune", False) for r in rows] == [False, True]
+    assert rows[1]["n_episodes"] == 3 and rows[1]["config"]["n_way"] == 3
+    assert rows[1]["paired"]["baseline"] == rows[0]["config"]
+    code, out = _invoke(*episodic, "--classes", intents[0], "--finetune")
+    assert code != 0 and "--classes" in out
     # fit --config: a report whose best configuration at 3 shots was fine-tuned
     best = dict(tuned[0]["config"])
     report["best_per_shot"] = [best]

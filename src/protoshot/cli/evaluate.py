@@ -130,9 +130,10 @@ def evaluate_command(
         bool,
         typer.Option(
             "--finetune",
-            help="all-class protocol, text models: also each configuration with the encoder's "
-            "last layer fine-tuned on each draw's shots (as `fit --finetune`; 2 shots or more), "
-            "paired with the frozen rows seed by seed. Slow: one tuning per seed and shot count.",
+            help="Text models: also each configuration with the encoder's last layer "
+            "fine-tuned on each episode's shots (as `fit --finetune`; 2 shots or more), paired "
+            "with the frozen rows episode by episode (all-class: seed by seed). Slow: one "
+            "tuning per episode and shot count, so use a budget (e.g. --episodes 100).",
         ),
     ] = False,
     inspect: Annotated[
@@ -263,19 +264,22 @@ def _evaluate(
     specs: list[str | None] = list(split_list(model, "model")) if model else [None]
     if len(specs) > 1 and inspect:
         raise ValueError("--inspect describes one embedder's geometry: give one --model")
-    if finetune and (protocol != "all-class" or len(specs) != 1 or not model):
-        raise ValueError("--finetune needs --protocol all-class and one --model (a text model)")
+    if finetune and (len(specs) != 1 or not model):
+        raise ValueError("--finetune needs one --model (a text model) and raw texts")
     if finetune and center_from is not None:
         raise ValueError("--center-from is a frozen encoder's mean: it does not go with --finetune")
+    if finetune and (classes is not None or split is not None):
+        raise ValueError("--finetune evaluates every class of SOURCE: without --classes or --split")
     runs = [run(spec) for spec in specs]
     grid, table, test_table = runs[0]
     if finetune:
         from protoshot.evaluation.results import paired_differences
 
         tuned = _finetuned(
-            str(specs[0]), source, test, table, test_table, shots=shot_list, seeds=episodes,
-            seed=seed, grid={"methods": method_list, "metrics": metric_list,
-                             "normalizations": norm_list, "dtype": dtype},
+            str(specs[0]), source, test, table, test_table, shots=shot_list, episodes=episodes,
+            sampling={"n_way": n_way, "n_query": queries, "seed": seed},
+            grid={"methods": method_list, "metrics": metric_list, "normalizations": norm_list,
+                  "dtype": dtype},
             descriptions=class_descriptions, device=device, columns=columns,
         )  # fmt: skip
         merged = sorted([*grid, *tuned], key=lambda r: bool(r.config.get("transductive")))
@@ -321,23 +325,25 @@ def _evaluate(
 
 def _finetuned(
     spec: str, source: str, test: str | None, table: Any, test_table: Any, *, shots: list[int],
-    seeds: int, seed: int, grid: dict[str, Any], descriptions: Path | None, device: str | None,
-    columns: dict[str, Any],
+    episodes: int, sampling: dict[str, Any], grid: dict[str, Any], descriptions: Path | None,
+    device: str | None, columns: dict[str, Any],
 ) -> Any:  # fmt: skip
-    """The fine-tuned rows of ``evaluate --finetune``: the texts of SOURCE and --test (read
-    again: a table keeps vectors, not texts), tuned on each draw's shots."""
+    """The fine-tuned rows of ``evaluate --finetune``: the texts of SOURCE (and --test) read
+    again (a table keeps vectors, not texts), the encoder tuned on each draw's shots."""
     import numpy as np
 
     from protoshot._progress import progress_bar
     from protoshot.data import load_source
-    from protoshot.evaluation.finetuned import all_class_finetuned
+    from protoshot.evaluation.finetuned import finetuned_grid
     from protoshot.labels import labels_like
     from protoshot.methods import NAMED_METHODS
     from protoshot.pipeline import is_table, read_descriptions
 
     readers = {k: columns[k] for k in ("text_column", "label_column", "delimiter")}
     texts = []
-    for where, embedded in ((source, table), (str(test), test_table)):
+    for where, embedded in ((source, table), (test, test_table)):
+        if where is None or embedded is None:
+            continue
         if is_table(where, columns.get("embedding_column")):
             raise ValueError(f"--finetune needs texts, and {where} is an embedding table")
         samples = load_source(where, **readers)
@@ -352,10 +358,12 @@ def _finetuned(
     tuned_shots = [k for k in shots if k >= 2]
     if len(tuned_shots) < len(shots):
         stderr().print("--finetune: shot counts below 2 are not tuned (nothing to learn from)")
-    with progress_bar(None, seeds * len(tuned_shots), "fine-tuning per draw") as advance:
-        return all_class_finetuned(
-            spec, texts[0], table.labels, texts[1], test_table.labels, shots=shots,
-            n_seeds=seeds, seed=seed, names=names, device=device, progress=advance, **grid,
+    with progress_bar(None, episodes * len(tuned_shots), "fine-tuning per draw") as advance:
+        return finetuned_grid(
+            spec, texts[0], table.labels, shots=shots, n_episodes=episodes, names=names,
+            test_texts=texts[1] if test_table is not None else None,
+            test_labels=None if test_table is None else test_table.labels,
+            device=device, progress=advance, **sampling, **grid,
         )  # fmt: skip
 
 
