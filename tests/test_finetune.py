@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import httpx
 import jsonschema
 import numpy as np
 import pytest
@@ -245,3 +246,34 @@ def test_evaluate_and_fit_config_with_finetune(tmp_path: Path, cache_dir: Path) 
                          "--cache-dir", cache_dir)  # fmt: skip
     assert code == 0, text
     assert "fine-tuned the last layer" in text and list(out.glob("encoder-*"))
+
+
+def test_a_tuned_model_is_served(tmp_path: Path, cache_dir: Path) -> None:
+    """Over HTTP: predictions with the tuned encoder, and a class added with its shots embedded
+    by it (what `protoshot serve` does with a folder of `fit --finetune`)."""
+    from tests.test_service import serving
+
+    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    intents = sorted({r["category"] for r in rows})[:4]
+    mine = {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+    shots = [(text, i) for i in intents[:3] for text in mine[i][:4]]
+    support = _csv(tmp_path / "support.csv", [t for t, _ in shots], [i for _, i in shots])
+    model = tmp_path / "model"
+    code, out = _invoke("fit", support, "-m", "minilm", "-o", model, "--finetune",
+                        "--cache-dir", cache_dir)  # fmt: skip
+    assert code == 0, out
+    new = intents[3]
+    with serving(model, cache_dir) as url:
+        answer = httpx.post(f"{url}/v1/predict", json={"texts": [mine[i][8] for i in intents[:3]]})
+        assert answer.status_code == 200
+        assert answer.json()["model"]["embedder"] == f"tuned:{_named(model)}"
+        added = httpx.post(
+            f"{url}/v1/classes/{new}/examples", json={"texts": mine[new][:4]}, timeout=60
+        )
+        assert added.status_code == 200 and added.json()["classes"] == 4
+    grown = FewShotModel.load(model, cache=cache_dir)
+    stored = np.asarray(grown.classifier.support_)[
+        np.asarray(grown.classifier.support_codes_) == grown.classes.index(new)
+    ]
+    np.testing.assert_allclose(stored, grown.embed(mine[new][:4]), atol=1e-6)
