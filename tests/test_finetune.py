@@ -43,6 +43,15 @@ def minilm():
 
 
 @pytest.fixture(scope="module")
+def by_intent() -> dict[str, list[str]]:
+    """BANKING77 test texts of its first 5 intents (sorted), by intent."""
+    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    intents = sorted({r["category"] for r in rows})[:5]
+    return {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+
+
+@pytest.fixture(scope="module")
 def encoder(minilm) -> TunedEncoder:
     return tune_text(minilm, TEXTS, LABELS, base=describe(minilm), settings=FAST)
 
@@ -124,12 +133,12 @@ def _invoke(*args: object) -> tuple[int, str]:
     return result.exit_code, result.stdout + result.stderr
 
 
-def test_fit_finetune_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
+def test_fit_finetune_end_to_end(
+    by_intent: dict[str, list[str]], tmp_path: Path, cache_dir: Path
+) -> None:
     """fit --finetune -> predict -> add -> the folder moved -> a new fit replaces the encoder."""
-    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    intents = sorted({r["category"] for r in rows})[:5]
-    mine = {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+    mine = by_intent
+    intents = list(mine)
     shots = [(text, i) for i in intents[:4] for text in mine[i][:4]]
     support = _csv(tmp_path / "support.csv", [t for t, _ in shots], [i for _, i in shots])
     model = tmp_path / "model"
@@ -195,13 +204,13 @@ def test_fit_finetune_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     assert code != 0 and "needs texts" in out
 
 
-def test_evaluate_and_fit_config_with_finetune(tmp_path: Path, cache_dir: Path) -> None:
+def test_evaluate_and_fit_config_with_finetune(
+    by_intent: dict[str, list[str]], tmp_path: Path, cache_dir: Path
+) -> None:
     """evaluate --finetune adds fine-tuned rows, paired with the frozen ones; a report whose
     best row was tuned makes fit --config tune."""
-    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    intents = sorted({r["category"] for r in rows})[:4]
-    mine = {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+    mine = by_intent
+    intents = list(mine)[:4]
     train = [(t, i) for i in intents for t in mine[i][:6]]
     test = [(t, i) for i in intents for t in mine[i][6:16]]
     train_csv = _csv(tmp_path / "train.csv", [t for t, _ in train], [i for _, i in train])
@@ -248,15 +257,15 @@ def test_evaluate_and_fit_config_with_finetune(tmp_path: Path, cache_dir: Path) 
     assert "fine-tuned the last layer" in text and list(out.glob("encoder-*"))
 
 
-def test_a_tuned_model_is_served(tmp_path: Path, cache_dir: Path) -> None:
+def test_a_tuned_model_is_served(
+    by_intent: dict[str, list[str]], tmp_path: Path, cache_dir: Path
+) -> None:
     """Over HTTP: predictions with the tuned encoder, and a class added with its shots embedded
     by it (what `protoshot serve` does with a folder of `fit --finetune`)."""
     from tests.test_service import serving
 
-    with open(DATA_DIR / "banking77" / "banking_data" / "test.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    intents = sorted({r["category"] for r in rows})[:4]
-    mine = {i: [r["text"] for r in rows if r["category"] == i] for i in intents}
+    mine = by_intent
+    intents = list(mine)[:4]
     shots = [(text, i) for i in intents[:3] for text in mine[i][:4]]
     support = _csv(tmp_path / "support.csv", [t for t, _ in shots], [i for _, i in shots])
     model = tmp_path / "model"
