@@ -33,7 +33,7 @@ import numpy as np
 from openset import BOTS, OUT_OF_SCOPE, scores  # benchmarks/ is on the path of its scripts
 from protoshot.data import load_benchmark, load_source
 from protoshot.evaluation.results import mean_ci
-from protoshot.finetune import NotTuned, finetuned
+from protoshot.finetune import finetuned
 from protoshot.model import FewShotModel
 from protoshot.pipeline import embed_samples, embedder_for
 
@@ -46,12 +46,9 @@ def fitted(texts: list[str], labels: np.ndarray, tuned: bool, work: Path) -> tup
     start = time.perf_counter()
     embedder = embedder_for("minilm")
     cache: Any = True
-    if tuned:
-        try:
-            embedder = finetuned("minilm", texts, labels, work, show_progress=False)
-            cache = work / "cache"  # tuned vectors are of no use after the run
-        except NotTuned:
-            pass
+    if tuned:  # every set here has 2 shots or more: a failure to tune is an error
+        embedder = finetuned("minilm", texts, labels, work, show_progress=False)
+        cache = work / "cache"  # tuned vectors are of no use after the run
     model = FewShotModel(embedder, cache=cache).fit(texts, labels)
     return model, time.perf_counter() - start
 

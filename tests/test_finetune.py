@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 import protoshot.cli._commands  # noqa: F401  (registers the commands)
-from protoshot.adapters import describe
+from protoshot.adapters import AdapterSettings, describe, train_adapter
 from protoshot.cli import app
 from protoshot.embedders import CallableEmbedder, create_embedder
 from protoshot.embedders.tuned import beside, torch_spec
@@ -193,10 +193,20 @@ def test_fit_finetune_end_to_end(
     )
     code, out = _invoke("fit", single, "-m", "minilm", "-o", moved, "--force", *cache)
     assert [f.name for f in moved.glob("encoder-*")] == ["encoder-notes"]
-    # what cannot be tuned is an error, said before anything is built
-    for bad in (("-m", "minilm?runtime=onnx-int8"), ("-m", "minilm", "--adapter", tmp_path)):
+    # what cannot be tuned is an error: the int8 runtime, an adapter over MiniLM
+    rng = np.random.default_rng(0)
+    small = AdapterSettings(dim=8, n_way=2, steps=2, eval_every=1, val_episodes=5)
+    over_minilm = describe(create_embedder("minilm"))
+    train_adapter(
+        rng.normal(size=(120, 384)).astype(np.float32), np.repeat(np.arange(12), 10), over_minilm,
+        settings=small,
+    ).save(tmp_path / "adapter")  # fmt: skip
+    for bad, why in (
+        (("-m", "minilm?runtime=onnx-int8"), "int8"),
+        (("-m", "minilm", "--adapter", tmp_path / "adapter"), "do not go together"),
+    ):
         code, out = _invoke("fit", support, *bad, "-o", tmp_path / "m3", "--finetune", *cache)
-        assert code != 0 and ("int8" in out or "adapter" in out), out
+        assert code != 0 and why in out, out
     # an embedding table has no texts to tune on
     table = tmp_path / "table.parquet"
     assert _invoke("embed", support, "-m", "minilm", "-o", table, *cache)[0] == 0

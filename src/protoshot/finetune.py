@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protoshot._validation import positive_int
 from protoshot.labels import as_label_array
 
 FORMAT_VERSION = 1
@@ -59,8 +60,7 @@ class TuneSettings:
 
     def __post_init__(self) -> None:
         for name in ("layers", "epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            positive_int(getattr(self, name), name)
         for name in ("learning_rate", "head_learning_rate", "scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -204,7 +204,9 @@ class TextParts:
                 f"not give its vectors (its architecture needs more than BERT's inputs); {CAN_TUNE}"
             )
 
-    def hidden_states(self, texts: Sequence[str], layers: int, device: torch.device) -> Any:
+    def hidden_states(
+        self, texts: Sequence[str], layers: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen part's output for ``texts``: hidden states ``[n, T, D]`` below the last
         ``layers`` layers and the attention mask ``[n, T]``, padded to the longest text."""
         features = (getattr(self.model, "preprocess", None) or self.model.tokenize)(list(texts))
@@ -277,8 +279,8 @@ def tune_text(
         torch.manual_seed(settings.seed)
         history = _train(parts, top, states, mask, target, len(classes), settings, progress)
     weights = {k: v.detach().cpu().numpy() for k, v in top.state_dict().items()}
-    classes_list = [c.item() if hasattr(c, "item") else c for c in classes]
-    return TunedEncoder(base, weights, settings, classes_list, history, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return TunedEncoder(base, weights, settings, classes.tolist(), history, seconds)
 
 
 def _gpus(device: torch.device) -> list[int]:

@@ -330,14 +330,10 @@ def _finetuned(
 ) -> Any:  # fmt: skip
     """The fine-tuned rows of ``evaluate --finetune``: the texts of SOURCE (and --test) read
     again (a table keeps vectors, not texts), the encoder tuned on each draw's shots."""
-    import numpy as np
-
     from protoshot._progress import progress_bar
     from protoshot.data import load_source
     from protoshot.evaluation.finetuned import finetuned_grid
-    from protoshot.labels import labels_like
-    from protoshot.methods import NAMED_METHODS
-    from protoshot.pipeline import is_table, read_descriptions
+    from protoshot.pipeline import is_table
 
     readers = {k: columns[k] for k in ("text_column", "label_column", "delimiter")}
     texts = []
@@ -350,11 +346,7 @@ def _finetuned(
         if len(samples.items) != len(embedded.labels):
             raise ValueError(f"{where} changed while it was being evaluated")
         texts.append(list(samples.items))
-    names = None
-    if descriptions is not None or any(m in (*NAMED_METHODS, "auto") for m in grid["methods"]):
-        given = read_descriptions(descriptions) if descriptions is not None else {}
-        names = dict(zip(labels_like(list(given), np.asarray(table.classes)), given.values(),
-                         strict=True))  # fmt: skip
+    names = _descriptions(table, grid["methods"], descriptions)
     tuned_shots = [k for k in shots if k >= 2]
     if len(tuned_shots) < len(shots):
         stderr().print("--finetune: shot counts below 2 are not tuned (nothing to learn from)")
@@ -367,22 +359,19 @@ def _finetuned(
         )  # fmt: skip
 
 
-def _names(
-    table: Any, methods: list[str], descriptions: Path | None, *, cache: CacheArg,
-    device: str | None,
-) -> dict[Any, Any] | None:  # fmt: skip
-    """Class-name embeddings for the methods that use them, by the table's own text model."""
-    from protoshot.labels import labels_like
-    from protoshot.methods import NAMED_METHODS
-    from protoshot.pipeline import class_name_embeddings, embedder_for, read_descriptions
-
-    wanted = descriptions is not None or any(m in (*NAMED_METHODS, "auto") for m in methods)
-    if not wanted or not table.model:
-        if descriptions is not None:
-            raise ValueError("--class-descriptions needs a table embedded by a known text model")
-        return None
+def _descriptions(
+    table: Any, methods: list[str], descriptions: Path | None
+) -> dict[Any, str] | None:
+    """--class-descriptions by class of ``table`` (empty: the classes' names), or ``None`` when
+    no method uses names; a description of no class is an error."""
     import numpy as np
 
+    from protoshot.labels import labels_like
+    from protoshot.methods import NAMED_METHODS
+    from protoshot.pipeline import read_descriptions
+
+    if descriptions is None and not any(m in (*NAMED_METHODS, "auto") for m in methods):
+        return None
     classes = np.asarray(table.classes)
     texts = read_descriptions(descriptions) if descriptions is not None else {}
     labels = dict(zip(labels_like(list(texts), classes), texts.values(), strict=True))
@@ -391,9 +380,26 @@ def _names(
         raise ValueError(
             f"--class-descriptions names unknown classes: {', '.join(map(str, unknown[:10]))}"
         )
+    return labels
+
+
+def _names(
+    table: Any, methods: list[str], descriptions: Path | None, *, cache: CacheArg,
+    device: str | None,
+) -> dict[Any, Any] | None:  # fmt: skip
+    """Class-name embeddings for the methods that use them, by the table's own text model."""
+    import numpy as np
+
+    from protoshot.pipeline import class_name_embeddings, embedder_for
+
+    labels = _descriptions(table, methods, descriptions)
+    if labels is None or not table.model:
+        if descriptions is not None:
+            raise ValueError("--class-descriptions needs a table embedded by a known text model")
+        return None
     embedder = embedder_for(table.model, device=device, cache=cache)
     names, skipped = class_name_embeddings(
-        classes.tolist(), embedder, descriptions=labels, cache=cache
+        np.asarray(table.classes).tolist(), embedder, descriptions=labels, cache=cache
     )
     if skipped and embedder.modality == "text":
         stderr().print(

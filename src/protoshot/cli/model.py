@@ -159,8 +159,6 @@ def fit_command(
 
         if is_model_folder(output) and not force:
             raise FileExistsError(f"{output} already holds a model; pass --force to replace it")
-        if finetune and (adapter is not None or str(model).startswith("adapter:")):
-            raise ValueError("--finetune and an adapter do not go together: pick one")
         model = with_adapter(model, adapter)
         report = _read_report(config) if config is not None else None
         if report is not None and not model:
@@ -188,13 +186,10 @@ def fit_command(
                 plain(f"from {config}: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
             )
         if finetune or chosen.pop("finetune", False):  # asked, or the report's best was tuned
-            if model.startswith("adapter:"):
-                raise ValueError("--finetune and an adapter do not go together: pick one")
-            embedder = _fine_tuned(support, embedder, output, device, columns, embedding_column)
-            if isinstance(embedder, TunedEmbedder):
-                table = labelled_embeddings(
-                    support, embedder, cache=cache, batch_size=batch_size, **columns
-                )
+            embedder, table = _fine_tuned(
+                support, embedder, table, output, device, columns, embedding_column,
+                cache=cache, batch_size=batch_size,
+            )  # fmt: skip
         chosen_method = chosen.pop("method", None)
         if method and method != chosen_method:
             chosen = {}  # the report's settings belong to another method
@@ -230,18 +225,22 @@ def fit_command(
 def _fine_tuned(
     support: str,
     embedder: Any,
+    table: Any,
     output: Path,
     device: str | None,
     columns: dict[str, Any],
     embedding_column: str | None,
-) -> Any:
-    """The encoder fine-tuned on SUPPORT's texts, or the frozen ``embedder`` when tuning is
-    not done (one shot per class, a loss that diverges), said on stderr; a model that cannot
-    be tuned is an error."""
+    **embedding: Any,
+) -> tuple[Any, Any]:
+    """The encoder fine-tuned on SUPPORT's texts and SUPPORT embedded by it; or the frozen
+    ``embedder`` and its ``table`` when tuning is not done (one shot per class, a loss that
+    diverges), said on stderr. A model that cannot be tuned, or an adapter, is an error."""
     from protoshot.data import load_source
     from protoshot.finetune import NotTuned, finetuned
-    from protoshot.pipeline import is_table
+    from protoshot.pipeline import embed_samples, is_table
 
+    if embedder.spec.startswith("adapter:"):
+        raise ValueError("fine-tuning and an adapter do not go together: pick one")
     if is_table(support, embedding_column):
         raise ValueError(f"--finetune needs texts, and {support} is an embedding table")
     samples = load_source(support, **columns)
@@ -249,22 +248,23 @@ def _fine_tuned(
         tuned = finetuned(embedder.spec, samples.items, samples.labels, output, device=device)
     except NotTuned as err:
         stderr().print(plain(f"not fine-tuned: {err}; fitting the frozen {embedder.spec}"))
-        return embedder
+        return embedder, table
     stderr().print(
         f"fine-tuned the last layer in {tuned.encoder.seconds:.1f} s (loss "
         f"{tuned.encoder.history[0]:.3f} -> {tuned.encoder.history[-1]:.3f})"
     )
-    return tuned
+    return tuned, embed_samples(samples, tuned, progress=None, **embedding)[0]
 
 
 def _encoder_named(output: Path) -> str | None:
     """The tuned-encoder folder OUTPUT's model names (``None``: none, or no model)."""
+    from protoshot.embedders.tuned import PREFIX
     from protoshot.store import read_config
 
     if not is_model_folder(output):
         return None
     spec = str(read_config(output).get("metadata", {}).get("embedder", {}).get("spec", ""))
-    return Path(spec.removeprefix("tuned:")).name if spec.startswith("tuned:") else None
+    return Path(spec.removeprefix(PREFIX)).name if spec.startswith(PREFIX) else None
 
 
 def _remove_encoders(output: Path, keep: set[str | None]) -> None:

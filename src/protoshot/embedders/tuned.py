@@ -108,6 +108,5 @@ def _create_tuned(folder: str, **options: Any) -> TunedEmbedder:
 
     path = Path(folder).expanduser().resolve()
     encoder = TunedEncoder.load(path)
-    options.pop("onnx_dir", None)
     base = create_embedder(torch_spec(str(encoder.base["spec"])), **options)
     return TunedEmbedder(base, encoder, f"{PREFIX}{path}")

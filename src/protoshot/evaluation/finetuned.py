@@ -106,7 +106,7 @@ def finetuned_grid(
                     rows.setdefault(_key(result.config), []).append(result)
                 if progress is not None:
                     progress(1)
-    return GridResult([_over_seeds(draws) for draws in rows.values()])
+    return GridResult([_over_draws(draws) for draws in rows.values()])
 
 
 def _vectors(texts: Sequence[str], embedder: Any) -> torch.Tensor:
@@ -120,10 +120,10 @@ def _key(config: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, str(v)) for k, v in config.items()))
 
 
-def _over_seeds(draws: list[EvalResult]) -> EvalResult:
-    """One row from the one-seed results of each draw: mean ± CI over the draws."""
-    per_seed = np.concatenate([r.per_episode for r in draws])
-    mean, std, half = mean_ci(per_seed)
+def _over_draws(draws: list[EvalResult]) -> EvalResult:
+    """One row from the one-episode results of each draw: mean ± CI over the draws."""
+    per_draw = np.concatenate([r.per_episode for r in draws])
+    mean, std, half = mean_ci(per_draw)
 
     def average(name: str) -> float | None:
         values = [getattr(r, name) for r in draws]
@@ -136,7 +136,7 @@ def _over_seeds(draws: list[EvalResult]) -> EvalResult:
         for c in counts:
             summed[:, : c.shape[-1]] += c
     return EvalResult(
-        mean, std, half, len(per_seed), {**draws[0].config, "finetune": True}, per_seed,
+        mean, std, half, len(per_draw), {**draws[0].config, "finetune": True}, per_draw,
         macro_f1=average("macro_f1"), nll=average("nll"), ece=average("ece"),
         class_counts=summed,
         class_labels=draws[0].class_labels,
